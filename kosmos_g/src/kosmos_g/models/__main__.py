@@ -1,0 +1,5 @@
+from vlcore.cli import models_main, run_cli
+
+from kosmos_g.models import REGISTRY
+
+run_cli(lambda argv: models_main(REGISTRY, argv))
