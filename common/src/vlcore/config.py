@@ -18,6 +18,7 @@ are never evaluated, only parsed by `yaml.safe_load`.
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import difflib
 import math
@@ -91,6 +92,10 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
 
     if tp is Any or tp is object:
         return value
+    if tp is type(None):
+        if value is None:
+            return None
+        raise fail("null")
     inner, optional = _strip_optional(tp)
     if optional:
         return None if value is None else _coerce(inner, value, key, source)
@@ -122,7 +127,7 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise fail(f"a mapping of {tp.__name__} fields")
         return _coerce_partial(tp, value, key, source)
 
-    if origin in (tuple, list, typing.Sequence) or tp in (tuple, list):
+    if origin in (tuple, list, collections.abc.Sequence) or tp in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise fail(_type_name(tp))
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
@@ -176,7 +181,8 @@ def _coerce_partial(cls: type, data: dict, prefix: str, source: str) -> dict:
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
-            raise ConfigError(f"{source + ': ' if source else ''}unknown key '{key}'{_suggest(str(k), list(fields), prefix + '.' if prefix else '')}")
+            hint = _suggest(str(k), list(fields), prefix + "." if prefix else "")
+            raise ConfigError(f"{source + ': ' if source else ''}unknown key '{key}'{hint}")
         out[k] = _coerce(hints[k], v, key, source)
     return out
 
@@ -231,7 +237,8 @@ def _read_yaml(path: Path, cls: type, chain: tuple[Path, ...] = ()) -> dict:
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__})") from None
+        why = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"{path}:{line} is not valid YAML ({why})") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -266,7 +273,8 @@ def _parse_override(cls: type, item: str) -> dict:
         fields = _fields(tp)
         if part not in fields:
             parent = ".".join(parts[:i])
-            raise ConfigError(f"{source}: unknown key '{key}'{_suggest(part, list(fields), parent + '.' if parent else '')}")
+            hint = _suggest(part, list(fields), parent + "." if parent else "")
+            raise ConfigError(f"{source}: unknown key '{key}'{hint}")
         node = _hints(tp)[part]
     checked = _coerce(node, value, dotted.strip(), source)
     for part in reversed(parts):
