@@ -1,0 +1,187 @@
+"""`python -m vlcore.bench` (`make bench`): speed against reference implementations.
+
+Runs the shared-core cases below and every paper's `<paper>.bench` module that
+exists (each exposes `cases(quick: bool) -> list[BenchCase]`), in one process,
+side by side with their reference implementation, in fp32 and bf16 autocast.
+Writes `OUT/BENCH.md` with samples/s and the ratio ours / reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from vlcore.papers import PAPERS
+
+
+@dataclass
+class BenchCase:
+    """One model at one size; `make` builds a fresh module, `batch` one input batch."""
+
+    name: str
+    batch_size: int
+    ours: Callable[[], nn.Module]
+    reference: Callable[[], nn.Module] | None
+    reference_name: str
+    batch: Callable[[int], tuple]  # batch_size -> forward args
+    loss: Callable[[object], torch.Tensor] = lambda out: out.float().pow(2).mean()
+
+
+def _time(fn: Callable[[], None], min_time: float, min_iters: int = 3) -> float:
+    fn()  # warm-up: allocator, autotuning, lazy init
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(model: nn.Module, args: tuple, loss_fn, precision: str, min_time: float) -> dict[str, float]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else torch.enable_grad
+
+    def train_step():
+        with ctx():
+            loss = loss_fn(model(*args))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def infer():
+        with torch.inference_mode(), ctx():
+            model(*args)
+
+    model.train()
+    t_train = _time(train_step, min_time)
+    model.eval()
+    t_inf = _time(infer, min_time)
+    return {"train_s": t_train, "infer_s": t_inf}
+
+
+def _subln_stack_cases(quick: bool) -> list[BenchCase]:
+    depth, dim, heads, seq = (2, 384, 6, 197) if quick else (4, 768, 12, 197)
+
+    def ours():
+        from vlcore.layers.blocks import TransformerStack
+
+        return TransformerStack(depth=depth, dim=dim, num_heads=heads, norm_layout="subln")
+
+    def reference():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchscale.architecture.config import EncoderConfig
+            from torchscale.architecture.encoder import Encoder
+
+        enc = Encoder(EncoderConfig(encoder_layers=depth, encoder_embed_dim=dim, encoder_attention_heads=heads,
+                                    encoder_ffn_embed_dim=4 * dim, subln=True, dropout=0.0, drop_path_rate=0.0))
+
+        class Wrap(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.enc = enc
+
+            def forward(self, x):
+                return self.enc(src_tokens=None, token_embeddings=x)["encoder_out"]
+
+        return Wrap()
+
+    has_ts = importlib.util.find_spec("torchscale") is not None
+    return [
+        BenchCase(
+            name=f"Sub-LN encoder {depth}x{dim} seq {seq}",
+            batch_size=8,
+            ours=ours,
+            reference=reference if has_ts else None,
+            reference_name="torchscale Encoder(subln=True)",
+            batch=lambda b: (torch.randn(b, seq, dim),),
+        )
+    ]
+
+
+def collect_cases(quick: bool, papers: list[str]) -> list[tuple[str, BenchCase]]:
+    cases = [("common", c) for c in _subln_stack_cases(quick)]
+    for p in PAPERS:
+        if p.package not in papers:
+            continue
+        try:
+            spec = importlib.util.find_spec(f"{p.package}.bench")
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None:
+            mod = importlib.import_module(f"{p.package}.bench")
+            cases += [(p.package, c) for c in mod.cases(quick)]
+    return cases
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vlcore.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="results")
+    ap.add_argument("--quick", action="store_true", help="smaller models and shorter timing")
+    ap.add_argument("--papers", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--precision", default="fp32,bf16")
+    ap.add_argument("--min-time", type=float, default=None, help="seconds per measurement (default 3, quick 1)")
+    args = ap.parse_args(argv)
+    papers = [s for s in args.papers.split(",") if s] or [p.package for p in PAPERS]
+    min_time = args.min_time if args.min_time is not None else (1.0 if args.quick else 3.0)
+    precisions = [s for s in args.precision.split(",") if s]
+    rows = []
+    for owner, case in collect_cases(args.quick, papers):
+        for prec in precisions:
+            x = case.batch(case.batch_size)
+            torch.manual_seed(0)
+            ours = measure(case.ours(), x, case.loss, prec, min_time)
+            ref = None
+            if case.reference is not None:
+                torch.manual_seed(0)
+                ref = measure(case.reference(), x, case.loss, prec, min_time)
+            row = {"owner": owner, "case": case.name, "precision": prec, "bs": case.batch_size,
+                   "train": case.batch_size / ours["train_s"], "infer": case.batch_size / ours["infer_s"],
+                   "ref": case.reference_name if ref else "-"}
+            if ref:
+                row["ref_train"] = case.batch_size / ref["train_s"]
+                row["ref_infer"] = case.batch_size / ref["infer_s"]
+            rows.append(row)
+            r = f" | ref train {row['ref_train']:.1f}/s infer {row['ref_infer']:.1f}/s" if ref else ""
+            print(f"[{owner}] {case.name} {prec}: train {row['train']:.1f}/s infer {row['infer']:.1f}/s{r}", flush=True)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"`python -m vlcore.bench {' '.join(argv if argv is not None else sys.argv[1:])}` on {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}. Samples/s (median step); ratio = ours / reference (>1 is faster).",
+        "",
+        "| owner | case | precision | batch | train /s | ref train /s | train ratio | infer /s | ref infer /s | infer ratio | reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "ref_train" in r:
+            tr, ir = r["train"] / r["ref_train"], r["infer"] / r["ref_infer"]
+            lines.append(f"| {r['owner']} | {r['case']} | {r['precision']} | {r['bs']} | {r['train']:.1f} | {r['ref_train']:.1f} | "
+                         f"{tr:.2f} | {r['infer']:.1f} | {r['ref_infer']:.1f} | {ir:.2f} | {r['ref']} |")
+        else:
+            lines.append(f"| {r['owner']} | {r['case']} | {r['precision']} | {r['bs']} | {r['train']:.1f} | - | - | {r['infer']:.1f} | - | - | - |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".BENCH.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, out / "BENCH.md")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
