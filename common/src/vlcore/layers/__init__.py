@@ -1,7 +1,21 @@
 """Transformer building blocks shared by the papers (see each module's docstring)."""
 
-from vlcore.layers.attention import Attention, CrossAttention, build_attn_bias, dot_product_attention, eager_attention
-from vlcore.layers.blocks import DecoderBlock, EncoderBlock, TransformerStack, convert_torchscale_state_dict
+from vlcore.layers.attention import (
+    Attention,
+    CrossAttention,
+    KVCache,
+    build_attn_bias,
+    dot_product_attention,
+    eager_attention,
+)
+from vlcore.layers.blocks import (
+    BlockCache,
+    DecoderBlock,
+    DecoderCache,
+    EncoderBlock,
+    TransformerStack,
+    convert_torchscale_state_dict,
+)
 from vlcore.layers.init import (
     apply_value_path_gain_,
     deepnet_constants,
@@ -32,9 +46,12 @@ __all__ = [
     "ALL_B",
     "MULTIWAY_PRESETS",
     "Attention",
+    "BlockCache",
     "CrossAttention",
     "DecoderBlock",
+    "DecoderCache",
     "EncoderBlock",
+    "KVCache",
     "MultiwayNetwork",
     "PatchEmbed",
     "RelativePositionBias",

@@ -20,6 +20,11 @@ torchscale                                  vlcore
 ``encoder_attn.out_proj.*``                 ``cross_attn.proj.*``
 ==========================================  =====================================
 
+Incremental decoding: pass a :class:`KVCache` to ``Attention`` / ``CrossAttention``.
+Self-attention appends the new keys/values and attends over all of them (the causal
+mask is aligned at the end, so a prefix of P tokens followed by one-token steps gives
+the full causal forward); cross-attention projects ``memory`` once and reuses it.
+
 BEiT / BEiT v2 keys (``attn.qkv.weight``, ``attn.q_bias``, ``attn.v_bias``, ``attn.proj.*``)
 are identical with ``qkv_bias="qv"``; a per-layer relative position table lives at
 ``attn.rel_pos_bias.relative_position_bias_table`` (BEiT: ``attn.relative_position_bias_table``).
@@ -38,6 +43,50 @@ from torch import nn
 from vlcore.layers.relpos import RelativePositionBias
 
 QKVBias = Literal["qkv", "qv", "none"]
+
+
+class KVCache:
+    """Keys and values of one attention layer kept between incremental decoding steps.
+
+    ``k`` / ``v`` are (B, H, N, Dh) or None while empty. Self-attention grows them with
+    :meth:`append`; cross-attention fills them once (:meth:`set`) from the encoder memory.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    @property
+    def filled(self) -> bool:
+        return self.k is not None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add this step's k, v (B, H, n, Dh); returns the keys/values of every position so far."""
+        if self.k is not None:
+            if self.k.shape[:2] != k.shape[:2] or self.k.shape[3] != k.shape[3]:
+                raise ValueError(
+                    f"KV cache holds (B, H, Dh) = {tuple(self.k.shape[:2]) + (self.k.shape[3],)}, "
+                    f"this step has {tuple(k.shape[:2]) + (k.shape[3],)}; reset or reorder the cache"
+                )
+            k = torch.cat((self.k, k), dim=2)
+            v = torch.cat((self.v, v), dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+    def set(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.k, self.v = k, v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep / repeat batch rows (beam search): ``index`` (B',) into the batch dimension."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
+
+    def reset(self) -> None:
+        self.k = self.v = None
 
 _FORCE_EAGER = False
 
@@ -215,17 +264,29 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """x: (B, N, C); masks as in :func:`build_attn_bias`; ``rel_pos_bias`` is added
-        to the module's own table when it has one (shared + per-layer, as timm BEiT)."""
+        to the module's own table when it has one (shared + per-layer, as timm BEiT).
+
+        With ``cache``, ``x`` holds only the new positions: their keys/values are appended
+        and attention runs over all Nk = cached + N keys, so ``key_padding_mask`` is (B, Nk),
+        masks and ``rel_pos_bias`` cover (N, Nk), and ``is_causal`` aligns at the end."""
         B, N, _ = x.shape
         q, k, v = self._qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # B, H, N, Dh
+        if cache is not None:
+            if self.rel_pos_bias is not None:
+                raise ValueError("a per-layer BEiT relative position table is for image grids; it takes no KV cache")
+            k, v = cache.append(k, v)  # B, H, Nk, Dh
+        Nk = k.shape[2]
+        # one new query may see every cached key: causality is already in the cache
+        is_causal = is_causal and N > 1
         if self.rel_pos_bias is not None:
             own = self.rel_pos_bias()  # H, N, N
             rel_pos_bias = own if rel_pos_bias is None else _to_4d(rel_pos_bias) + own
         bias = build_attn_bias(
             q_len=N,
-            k_len=N,
+            k_len=Nk,
             dtype=q.dtype,
             device=x.device,
             rel_pos_bias=rel_pos_bias,
@@ -282,17 +343,29 @@ class CrossAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        memory: torch.Tensor,
+        memory: torch.Tensor | None,
         *,
         rel_pos_bias: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """x: (B, Nq, C); memory: (B, Nk, Cm); key_padding_mask: (B, Nk), True = padding."""
+        """x: (B, Nq, C); memory: (B, Nk, Cm); key_padding_mask: (B, Nk), True = padding.
+
+        With a filled ``cache`` the memory's keys/values come from it (``memory`` may be None);
+        with an empty one they are computed from ``memory`` and stored."""
         B, Nq, _ = x.shape
-        Nk = memory.shape[1]
         q = self.q(x).view(B, Nq, self.num_heads, self.head_dim).transpose(1, 2)  # B, H, Nq, Dh
-        k, v = self.kv(memory).view(B, Nk, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # B, H, Nk, Dh
+        if cache is not None and cache.filled:
+            k, v = cache.k, cache.v
+        else:
+            if memory is None:
+                raise ValueError("cross-attention needs memory (or a filled KV cache)")
+            Nm = memory.shape[1]
+            k, v = self.kv(memory).view(B, Nm, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # B, H, Nk, Dh
+            if cache is not None:
+                cache.set(k, v)
+        Nk = k.shape[2]
         bias = build_attn_bias(
             q_len=Nq,
             k_len=Nk,

@@ -13,6 +13,10 @@ Key names (timm / BEiT): ``norm1``, ``attn.*``, ``norm2``, ``mlp.{fc1,norm,fc2}`
 a stack has ``blocks.{i}``, ``norm`` and, with a shared relative position bias,
 ``rel_pos_bias.relative_position_bias_table``. :func:`convert_torchscale_state_dict`
 maps torchscale (Magneto / BEiT-3 / Kosmos-2) layer keys onto these names.
+
+Incremental decoding: ``cache = stack.new_cache()`` then ``stack(x_new, cache=cache)``
+step by step; each decoder block keeps its self-attention keys/values and the
+projected encoder memory (:class:`DecoderCache`).
 """
 
 from __future__ import annotations
@@ -26,13 +30,50 @@ import torch
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-from vlcore.layers.attention import Attention, CrossAttention, QKVBias
+from vlcore.layers.attention import Attention, CrossAttention, KVCache, QKVBias
 from vlcore.layers.init import Arch, NormLayout, ValueInit, apply_value_path_gain_, layout_constants
 from vlcore.layers.multiway import MULTIWAY_PRESETS, set_split_position, wrap_multiway_
 from vlcore.layers.relpos import RelativePositionBias
 
 MultiwayKind = Literal["decoupled", "shared_attention"]
 _LAYOUTS = ("pre", "post", "deepnorm", "subln")
+
+
+class BlockCache:
+    """What one decoder block keeps between decoding steps: its self-attention keys/values
+    and the keys/values of the encoder memory its cross-attention reads."""
+
+    def __init__(self) -> None:
+        self.self_attn = KVCache()
+        self.cross_attn = KVCache()
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.self_attn.reorder(index)
+        self.cross_attn.reorder(index)
+
+
+class DecoderCache:
+    """One :class:`BlockCache` per block of a decoder stack (``TransformerStack.new_cache()``).
+
+    ``len(cache)`` is the number of positions already decoded, i.e. the position offset
+    of the next input token.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.layers = [BlockCache() for _ in range(num_layers)]
+
+    def __len__(self) -> int:
+        return len(self.layers[0].self_attn)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select / repeat batch rows of every layer (beam search, dropping finished rows)."""
+        for layer in self.layers:
+            layer.reorder(index)
+
+    def reset(self) -> None:
+        self.layers = [BlockCache() for _ in self.layers]
 
 
 class EncoderBlock(nn.Module):
@@ -206,8 +247,15 @@ class DecoderBlock(EncoderBlock):
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = True,
         memory_key_padding_mask: torch.Tensor | None = None,
+        cache: BlockCache | None = None,
     ) -> torch.Tensor:
-        """x: (B, Nq, C); memory: (B, Nk, Cm) or None (skips cross-attention)."""
+        """x: (B, Nq, C); memory: (B, Nk, Cm) or None (skips cross-attention).
+
+        With ``cache``, ``x`` holds only the new positions (see ``Attention.forward``); the
+        memory is projected on the first call and read from the cache afterwards, so later
+        calls may pass ``memory=None``."""
+        self_cache = cache.self_attn if cache is not None else None
+        cross_cache = cache.cross_attn if cache is not None else None
 
         def self_attn(h: torch.Tensor) -> torch.Tensor:
             return self.attn(
@@ -216,13 +264,14 @@ class DecoderBlock(EncoderBlock):
                 attn_mask=attn_mask,
                 key_padding_mask=key_padding_mask,
                 is_causal=is_causal,
+                cache=self_cache,
             )
 
         x = self._residual(x, self_attn, self.norm1, self.gamma_1, self.drop_path1)
-        if self.cross_attn is not None and memory is not None:
+        if self.cross_attn is not None and (memory is not None or (cross_cache is not None and cross_cache.filled)):
 
             def cross_attn(h: torch.Tensor) -> torch.Tensor:
-                return self.cross_attn(h, memory, key_padding_mask=memory_key_padding_mask)
+                return self.cross_attn(h, memory, key_padding_mask=memory_key_padding_mask, cache=cross_cache)
 
             x = self._residual(x, cross_attn, self.norm_cross, self.gamma_cross, self.drop_path_cross)
         return self._residual(x, self.mlp, self.norm2, self.gamma_2, self.drop_path2)
@@ -282,7 +331,8 @@ class TransformerStack(nn.Module):
             norm_layout, arch=arch, stack=kind, num_layers=depth, encoder_layers=n_enc, decoder_layers=n_dec
         )
         self.residual_alpha, self.value_gain = alpha, gain
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        # on the CPU explicitly: the stack may be built under torch.device("meta") (parameter counts)
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         common = dict(
             dim=dim,
             num_heads=num_heads,
@@ -337,15 +387,26 @@ class TransformerStack(nn.Module):
         is_causal: bool | None = None,
         memory_key_padding_mask: torch.Tensor | None = None,
         split_position: int | None = None,
+        cache: DecoderCache | None = None,
     ) -> torch.Tensor:
-        """x: (B, N, C) -> (B, N, C). ``is_causal`` defaults to True for decoders."""
+        """x: (B, N, C) -> (B, N, C). ``is_causal`` defaults to True for decoders.
+
+        ``cache`` (decoders only, from :meth:`new_cache`): ``x`` holds the positions after
+        the ``len(cache)`` already decoded; ``key_padding_mask`` then covers all of them."""
+        if cache is not None:
+            if self.kind != "decoder":
+                raise ValueError("a KV cache is for decoder stacks (incremental decoding)")
+            if len(cache.layers) != len(self.blocks):
+                raise ValueError(f"cache has {len(cache.layers)} layers, the stack {len(self.blocks)}")
+            if self.rel_pos_bias is not None:
+                raise ValueError("a shared BEiT relative position table is for image grids; it takes no KV cache")
         if split_position is not None:
             set_split_position(self, split_position)
         if self.rel_pos_bias is not None:
             shared = self.rel_pos_bias()  # H, N, N
             rel_pos_bias = shared if rel_pos_bias is None else rel_pos_bias + shared
         causal = (self.kind == "decoder") if is_causal is None else is_causal
-        for blk in self.blocks:
+        for i, blk in enumerate(self.blocks):
             if self.kind == "decoder":
                 x = blk(
                     x,
@@ -355,6 +416,7 @@ class TransformerStack(nn.Module):
                     key_padding_mask=key_padding_mask,
                     is_causal=causal,
                     memory_key_padding_mask=memory_key_padding_mask,
+                    cache=cache.layers[i] if cache is not None else None,
                 )
             else:
                 x = blk(
@@ -365,6 +427,12 @@ class TransformerStack(nn.Module):
                     is_causal=causal,
                 )
         return self.norm(x)
+
+    def new_cache(self) -> DecoderCache:
+        """An empty KV cache for incremental decoding with this (decoder) stack."""
+        if self.kind != "decoder":
+            raise ValueError("a KV cache is for decoder stacks (incremental decoding)")
+        return DecoderCache(len(self.blocks))
 
 
 # torchscale name -> vlcore name, applied in order to every key (after q/k/v fusion keys are grouped)
