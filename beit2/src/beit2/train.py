@@ -28,7 +28,7 @@ from vlcore.config import add_config_args, load_config
 from vlcore.errors import UserError
 from vlcore.models.beit import Beit, beit_state_dict_from_official
 from vlcore.tokenizers.vqkd import VQKD, ClipTeacher, Teacher, TimmTeacher, build_vqkd, vqkd_state_dict_from_official
-from vlcore.train import Trainer
+from vlcore.train import Trainer, seed_everything
 
 from beit2.config import Config, resolve_config_path
 from beit2.convert import detect_layout, finetune_init_from_pretrain, load_finetune_init, read_checkpoint
@@ -293,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = add_config_args(argparse.ArgumentParser(prog="python -m beit2.train", description=__doc__.split("\n\n")[0]))
     args = p.parse_args(argv)
     cfg = load_config(Config, resolve_config_path(args.config), args.set)
+    seed_everything(cfg.train.seed)  # model initialisation is part of the run: the same seed, the same run
     task = build_task(cfg)
     summary = Trainer(task.model, task.step_fn, task.train_set, cfg.train, run_config=cfg).fit()
     print(f"{cfg.task}: {summary.final_step}/{summary.total_steps} steps, last loss {summary.last_loss:.4f}, "

@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_g2sd_config(args.config, args.set)
 
     from g2sd.engine.stages import run_stage, top1
+    from vlcore.train import seed_everything
 
+    seed_everything(cfg.train.seed)  # model initialisation is part of the run: the same seed, the same run
     result = run_stage(cfg)
     s = result.summary
     print(f"{cfg.stage}: {s.final_step} steps, last loss {s.last_loss:.4f}, weights {s.weights_path}")

@@ -59,6 +59,7 @@ from vlcore.checkpoint import (
     save_training_state, save_weights, staging_dir, step_dir_name,
 )
 from vlcore.config import ConfigError, config_to_dict
+from vlcore.faults import fault_point
 from vlcore.dist import all_reduce_mean, all_reduce_sum, get_world_size
 from vlcore.runinfo import MetricsLogger, write_run_info
 from vlcore.train.ema import ModelEma
@@ -266,6 +267,7 @@ class Trainer:
         final = ckpt_dir / step_dir_name(step)
         if acc.is_main_process:
             save_weights(raw.state_dict(), stage / MODEL_FILE)
+            fault_point("checkpoint_write")
             if self.ema is not None:
                 save_weights(self.ema.module.state_dict(), stage / EMA_FILE)
             save_training_state({"step": step, "optimizer": optimizer.state_dict(), "scaler": None,
@@ -419,6 +421,7 @@ class Trainer:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                fault_point("train_step")
                 if self.ema is not None:
                     self.ema.update(raw)
                 last_loss = step_loss

@@ -1,0 +1,107 @@
+"""Fault injection over the papers' training entry points.
+
+Each case trains a CI-sized run twice: once uninterrupted, once SIGKILLed at seeded random
+optimizer steps (``VLCORE_FAULT=train_step@n``, see ``vlcore.faults``) and once in the middle
+of writing a checkpoint, resuming with ``train.resume=auto`` after every kill. After each kill
+the newest committed checkpoint must load; at the end the weights of the interrupted run must
+equal the uninterrupted run's bit for bit (CPU, one thread, same environment).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlcore.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, load_training_state, load_weights
+
+pytestmark = [pytest.mark.smoke, pytest.mark.slow]
+
+CKPT_INTERVAL = 2
+
+
+@dataclass(frozen=True)
+class Case:
+    paper: str
+    config: str
+    steps: int
+    kills: int
+    sets: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"{self.paper}-{self.config}"
+
+
+CASES = [
+    # dropout and attention dropout on, so resuming must restore the RNG streams too
+    Case("magneto", "gpt_tiny", 24, 6, ("model.depth=2", "model.dim=32", "model.num_heads=2", "data.block_size=32",
+                                        "train.global_batch_size=8", "train.per_device_batch_size=4",
+                                        "model.drop=0.1", "model.attn_drop=0.1")),
+    Case("beit2", "smoke_vqkd", 20, 5, ("data.limit=96",)),
+    Case("g2sd", "tiny_mae_pretrain_cifar10", 20, 5,
+         ("data.train_subset=96", "train.global_batch_size=16", "train.per_device_batch_size=8", "train.warmup_steps=2",
+          "model.embed_dim=32", "model.num_heads=2", "model.depth=2", "model.decoder_embed_dim=16",
+          "model.decoder_depth=1")),
+]
+
+
+def _run(case: Case, out: Path, fault: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("VLCORE_FAULT", None)
+    if fault:
+        env["VLCORE_FAULT"] = fault
+    sets = [*case.sets, f"train.out_dir={out}", f"train.total_steps={case.steps}",
+            f"train.ckpt_interval={CKPT_INTERVAL}", "train.keep_last=2", "train.resume=auto", "train.device=cpu"]
+    cmd = [sys.executable, "-m", f"{case.paper}.train", "--config", case.config]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=out.parent)
+
+
+def _final_weights(out: Path, steps: int) -> dict[str, torch.Tensor]:
+    ckpt = latest_checkpoint(out / "ckpt")
+    assert ckpt is not None and ckpt.name == f"step_{steps:06d}", ckpt
+    return load_weights(ckpt / MODEL_FILE)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_killed_and_resumed_run_ends_bit_identical(case: Case, tmp_path: Path):
+    ref = _run(case, tmp_path / "ref", None)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    want = _final_weights(tmp_path / "ref", case.steps)
+
+    rng = random.Random(f"{case.id}-kills")
+    out = tmp_path / "killed"
+    ckpt_kill_at = rng.randrange(case.kills)  # which kill lands half-way through writing a checkpoint
+    kills, done_steps = 0, 0
+    while kills < case.kills:
+        # the n-th update after (re)start: at least one checkpoint interval, so every restart progresses
+        n = rng.randint(CKPT_INTERVAL, 2 * CKPT_INTERVAL + 1)
+        fault = "checkpoint_write@2" if kills == ckpt_kill_at else f"train_step@{n}"
+        if done_steps + (2 * CKPT_INTERVAL if kills == ckpt_kill_at else n) >= case.steps:
+            break
+        proc = _run(case, out, fault)
+        assert proc.returncode == -signal.SIGKILL, f"{fault}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
+        kills += 1
+        # whatever the kill interrupted, the newest committed checkpoint is whole
+        latest = latest_checkpoint(out / "ckpt")
+        if latest is not None:
+            load_weights(latest / MODEL_FILE)
+            done_steps = load_training_state(latest / STATE_FILE)["step"]
+            assert done_steps == int(latest.name.split("_")[1])
+    assert kills == case.kills, f"only {kills} kills fitted in {case.steps} steps"
+    done = _run(case, out, None)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stderr + done.stdout
+    got = _final_weights(out, case.steps)
+    assert got.keys() == want.keys()
+    diff = [k for k in want if not torch.equal(want[k], got[k])]
+    assert not diff, f"{len(diff)} tensors differ after {kills} kills, e.g. {diff[:3]}"
