@@ -95,6 +95,8 @@ class TrainConfig:
     num_workers: int = 0
     shuffle: bool = True
     find_unused_parameters: bool = False  # DDP option for models that skip parameters in some steps
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # data parallel: replicated (DDP) or sharded (FSDP2) weights
+    fsdp_units: str = "blocks"  # comma-separated ModuleList attributes whose members are sharded one by one
     resume: Optional[str] = None  # "auto", a checkpoint folder, or None
     stop_at_step: Optional[int] = None  # end this run early (the schedule still spans total_steps)
     wandb: Literal["disabled", "offline", "online"] = "disabled"
@@ -212,6 +214,37 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ConfigError("keys 'total_steps' and 'epochs' are both 0: nothing to train")
     if cfg.ema_decay is not None and not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"key 'ema_decay' must be in [0, 1), got {cfg.ema_decay}")
+    if cfg.strategy == "fsdp" and cfg.ema_decay:
+        raise ConfigError("key 'ema_decay' is not supported with strategy=fsdp (the EMA copy would be unsharded)")
+
+
+def _fsdp_shard(model: nn.Module, units: str) -> nn.Module:
+    """FSDP2: each member of the named ModuleLists becomes its own unit (its weights are gathered only
+    while it runs), the rest of the model is the root unit. Parameter names do not change."""
+    from torch.distributed.fsdp import fully_shard
+
+    for name in filter(None, (u.strip() for u in units.split(","))):
+        try:
+            seq = model.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"key 'fsdp_units': {type(model).__name__} has no submodule '{name}'") from None
+        if not isinstance(seq, nn.ModuleList):
+            raise ConfigError(f"key 'fsdp_units': {type(model).__name__}.{name} is not a ModuleList")
+        for block in seq:
+            fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def _full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, sharded: bool):
+    """Unsharded (model state dict, optimizer state dict); with FSDP a collective every rank must call."""
+    if not sharded:
+        return model.state_dict(), optimizer.state_dict() if optimizer is not None else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd = get_model_state_dict(model, options=opts)
+    return msd, get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
 
 
 # --- the trainer ------------------------------------------------------------
@@ -232,6 +265,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.ema: ModelEma | None = None
         self._log_file: Path | None = None
+        self._sharded = False  # FSDP: weights and optimizer state are split over the ranks
 
     # -- helpers used by fit --
 
@@ -265,12 +299,13 @@ class Trainer:
         save_training_state({"rng": capture_rng_state(), "rank": rank}, stage / f"rng_rank{rank}.pt")
         acc.wait_for_everyone()
         final = ckpt_dir / step_dir_name(step)
+        model_sd, optim_sd = _full_state(raw, optimizer, self._sharded)
         if acc.is_main_process:
-            save_weights(raw.state_dict(), stage / MODEL_FILE)
+            save_weights(model_sd, stage / MODEL_FILE)
             fault_point("checkpoint_write")
             if self.ema is not None:
                 save_weights(self.ema.module.state_dict(), stage / EMA_FILE)
-            save_training_state({"step": step, "optimizer": optimizer.state_dict(), "scaler": None,
+            save_training_state({"step": step, "optimizer": optim_sd, "scaler": None,
                                  "world_size": acc.num_processes, "config": config_to_dict(self.cfg), **extra},
                                 stage / STATE_FILE)
             final = commit_checkpoint(ckpt_dir, step, keep_last=self.cfg.keep_last)
@@ -329,16 +364,26 @@ class Trainer:
         if resume_dir is not None:
             load_state_dict_strict(raw, load_weights(resume_dir / MODEL_FILE), source=str(resume_dir / MODEL_FILE))
             state = load_training_state(resume_dir / STATE_FILE)
-        model = acc.prepare_model(raw)  # device placement, DDP when distributed
-        if model is not raw:
-            raw = acc.unwrap_model(model)
+        self._sharded = cfg.strategy == "fsdp" and world > 1
+        if self._sharded:
+            model = raw = _fsdp_shard(raw.to(device), cfg.fsdp_units)
+        else:
+            model = acc.prepare_model(raw)  # device placement, DDP when distributed
+            if model is not raw:
+                raw = acc.unwrap_model(model)
         groups = self.param_groups(raw) if self.param_groups else param_groups_lrd(
             raw, cfg.weight_decay, cfg.layer_decay, layer_id_fn=self.layer_id_fn)
         optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
         self.optimizer = optimizer
         if state:
             try:
-                optimizer.load_state_dict(state["optimizer"])
+                if self._sharded:
+                    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+                    set_optimizer_state_dict(raw, optimizer, state["optimizer"],
+                                             options=StateDictOptions(full_state_dict=True))
+                else:
+                    optimizer.load_state_dict(state["optimizer"])
             except (ValueError, KeyError) as e:  # other groups (layer_decay / param_groups changed?)
                 raise CheckpointError(f"{resume_dir / STATE_FILE}: the optimizer state does not fit this model's "
                                       f"parameter groups ({str(e).splitlines()[0]})") from None
@@ -417,7 +462,8 @@ class Trainer:
                     raise NonFiniteLossError(step + 1, step_loss, str(last_ckpt) if last_ckpt else None)
                 grad_norm = None
                 if cfg.clip_grad:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad).item()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
