@@ -147,3 +147,17 @@ def test_run_cli_turns_user_errors_into_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err == "error: config key 'model.dpeth' is unknown\n"
+
+
+@pytest.mark.unit
+def test_paper_test_folders_import_helpers_from_their_package():
+    """Every `<paper>/tests` is collected as the package `tests`: a conftest.py or a relative import of a
+    sibling helper resolves to whichever paper's folder pytest met first. Helpers live in `<paper>.testing`."""
+    offenders = []
+    for tests_dir in sorted(ROOT.glob("*/tests")):
+        if (tests_dir / "conftest.py").exists():
+            offenders.append(f"{tests_dir / 'conftest.py'}")
+        for f in sorted(tests_dir.glob("*.py")):
+            if any(line.startswith("from .") for line in f.read_text().splitlines()):
+                offenders.append(f"{f}: relative import")
+    assert not offenders, "\n".join(offenders)

@@ -24,8 +24,6 @@ from vlcore.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, load_tr
 
 pytestmark = [pytest.mark.smoke, pytest.mark.slow]
 
-CKPT_INTERVAL = 2
-
 
 @dataclass(frozen=True)
 class Case:
@@ -34,6 +32,8 @@ class Case:
     steps: int
     kills: int
     sets: tuple[str, ...] = ()
+    prefix: str = "train."  # where out_dir / resume / device live in the paper's config
+    interval: int = 2  # optimizer steps between checkpoints
 
     @property
     def id(self) -> str:
@@ -50,6 +50,8 @@ CASES = [
          ("data.train_subset=96", "train.global_batch_size=16", "train.per_device_batch_size=8", "train.warmup_steps=2",
           "model.embed_dim=32", "model.num_heads=2", "model.depth=2", "model.decoder_embed_dim=16",
           "model.decoder_depth=1")),
+    # its own SGD loop with a checkpoint per epoch (9 steps of the smoke preset's batches)
+    Case("lda", "cifar10_lt_smoke", 54, 4, ("optim.epochs=6", "eval_every=2"), prefix="", interval=9),
 ]
 
 
@@ -58,8 +60,10 @@ def _run(case: Case, out: Path, fault: str | None) -> subprocess.CompletedProces
     env.pop("VLCORE_FAULT", None)
     if fault:
         env["VLCORE_FAULT"] = fault
-    sets = [*case.sets, f"train.out_dir={out}", f"train.total_steps={case.steps}",
-            f"train.ckpt_interval={CKPT_INTERVAL}", "train.keep_last=2", "train.resume=auto", "train.device=cpu"]
+    t = case.prefix
+    sets = [*case.sets, f"{t}out_dir={out}", f"{t}resume=auto", f"{t}device=cpu"]
+    if t:  # vlcore Trainer runs: a step budget and a checkpoint every `interval` steps
+        sets += [f"{t}total_steps={case.steps}", f"{t}ckpt_interval={case.interval}", f"{t}keep_last=2"]
     cmd = [sys.executable, "-m", f"{case.paper}.train", "--config", case.config]
     for s in sets:
         cmd += ["--set", s]
@@ -84,9 +88,9 @@ def test_killed_and_resumed_run_ends_bit_identical(case: Case, tmp_path: Path):
     kills, done_steps = 0, 0
     while kills < case.kills:
         # the n-th update after (re)start: at least one checkpoint interval, so every restart progresses
-        n = rng.randint(CKPT_INTERVAL, 2 * CKPT_INTERVAL + 1)
+        n = rng.randint(case.interval, 2 * case.interval + 1)
         fault = "checkpoint_write@2" if kills == ckpt_kill_at else f"train_step@{n}"
-        if done_steps + (2 * CKPT_INTERVAL if kills == ckpt_kill_at else n) >= case.steps:
+        if done_steps + (2 * case.interval if kills == ckpt_kill_at else n) >= case.steps:
             break
         proc = _run(case, out, fault)
         assert proc.returncode == -signal.SIGKILL, f"{fault}: rc {proc.returncode}\n{proc.stderr[-3000:]}"

@@ -6,7 +6,7 @@ import torch
 from imted.convert import convert_official_imted, main
 from vlcore.checkpoint import CheckpointMismatchError, load_weights
 
-from .conftest import SMOKE, tiny_detector, tiny_mae
+from imted.testing import SMOKE, tiny_detector, tiny_mae
 
 
 def _outputs(model, img):

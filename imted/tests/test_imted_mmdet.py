@@ -40,7 +40,7 @@ def test_config_trains_one_step_and_evaluates_on_coco_mini(kind, tmp_path):
 def test_layer_decay_groups_follow_the_recipe():
     from mmengine.optim import build_optim_wrapper
 
-    from .conftest import tiny_detector
+    from imted.testing import tiny_detector
 
     model = tiny_detector()
     cfg = dict(type="OptimWrapper", constructor="ImTEDLayerDecayConstructor",

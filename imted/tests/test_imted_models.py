@@ -7,7 +7,7 @@ from imted.convert import load_mae_into_detector, mae_to_imted
 from imted.models import REGISTRY, random_init_share
 from vlcore.checkpoint import CheckpointMismatchError
 
-from .conftest import tiny_detector, tiny_mae
+from imted.testing import detector, mae, tiny_detector, tiny_mae  # noqa: F401  (fixtures)
 
 
 def _block(d: int) -> int:  # pre-norm ViT block, MLP ratio 4, qkv bias

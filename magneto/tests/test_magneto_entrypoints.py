@@ -17,6 +17,8 @@ from magneto import convert, eval as eval_mod, train, verify
 from magneto.config import CONFIG_DIR, MagnetoConfig, ModelConfig, resolve_config_path
 from magneto.models import REGISTRY
 
+from magneto.testing import one_torch_thread  # noqa: F401  (autouse)
+
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 

@@ -15,6 +15,8 @@ import torch
 
 from magneto.models import MagnetoBert, MagnetoGPT, MagnetoSeq2Seq
 
+from magneto.testing import one_torch_thread  # noqa: F401  (autouse)
+
 pytestmark = pytest.mark.unit
 
 W, HEADS = 8, 2  # thin: the rule, not the width, is under test

@@ -20,6 +20,8 @@ from magneto.models import (
     to_timm_vit,
 )
 
+from magneto.testing import one_torch_thread  # noqa: F401  (autouse)
+
 NORMS = ["post", "pre", "deepnorm", "subln"]
 
 

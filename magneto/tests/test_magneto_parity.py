@@ -15,6 +15,8 @@ from magneto.convert import (
 from magneto.models import MagnetoBert, MagnetoGPT, MagnetoSeq2Seq
 from magneto.models.trunk import build_stack
 
+from magneto.testing import one_torch_thread  # noqa: F401  (autouse)
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # torchscale imports timm's deprecated path
     from torchscale.architecture.config import DecoderConfig, EncoderConfig, EncoderDecoderConfig

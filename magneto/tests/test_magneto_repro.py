@@ -13,6 +13,8 @@ import pytest
 
 from magneto import repro
 
+from magneto.testing import one_torch_thread  # noqa: F401  (autouse)
+
 pytestmark = [pytest.mark.repro, pytest.mark.slow]
 
 

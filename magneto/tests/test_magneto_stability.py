@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from vlcore.data.text import random_blocks, shakespeare_char_corpus
 from magneto.models import MagnetoGPT
 
+from magneto.testing import one_torch_thread  # noqa: F401  (autouse)
+
 pytestmark = pytest.mark.unit
 
 DEPTH, LR, SEEDS = 48, 1e-4, (0, 1, 2)

@@ -5,6 +5,8 @@ import pytest
 from vlcore.data.text import load_tiny_shakespeare
 from magneto.tokenizer import MASK_ID, SentencePieceTokenizer, TokenizerError, train_sentencepiece
 
+from magneto.testing import one_torch_thread  # noqa: F401  (autouse)
+
 pytestmark = pytest.mark.unit
 
 

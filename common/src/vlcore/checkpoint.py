@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from vlcore.errors import UserError
+from vlcore.faults import fault_point
 
 LATEST = "latest"
 MODEL_FILE = "model.safetensors"
@@ -327,6 +328,7 @@ def save_checkpoint(
     stage = staging_dir(ckpt_dir, step)
     try:
         save_weights(model_state, stage / MODEL_FILE)
+        fault_point("checkpoint_write")
         for name, sd in (extra_weights or {}).items():
             save_weights(sd, stage / f"{name}.safetensors")
         if training_state is not None:

@@ -75,6 +75,7 @@ class LDATrainConfig:
     eval_every: int = 0  # epochs between test evaluations (0: only at the end)
     log_interval: int = 10  # steps
     save_checkpoint: bool = True
+    ckpt_every: int = 1  # epochs between checkpoints (0: only the final one); a killed run resumes from the last
     resume: Optional[str] = None  # "auto" or a checkpoint folder
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
 

@@ -31,10 +31,11 @@ from lda.engine.schedule import epoch_lr
 from lda.metrics import per_class_accuracy, shot_accuracy
 from lda.models import REGISTRY, LDANet
 from vlcore.checkpoint import (
-    MODEL_FILE, STATE_FILE, latest_checkpoint, load_state_dict_strict, load_training_state, load_weights,
-    save_checkpoint,
+    MODEL_FILE, STATE_FILE, capture_rng_state, latest_checkpoint, load_state_dict_strict, load_training_state, load_weights,
+    restore_rng_state, save_checkpoint,
 )
 from vlcore.config import ConfigError
+from vlcore.faults import fault_point
 from vlcore.runinfo import MetricsLogger, write_run_info
 
 
@@ -143,6 +144,8 @@ def train_and_evaluate(cfg: LDATrainConfig, train: Batches, test: Batches, class
     groups = shot_groups(class_counts)
     out_dir = Path(cfg.out_dir)
     start_epoch, step = 0, 0
+    curves: dict[str, list[list[float]]] = {"train_loss": [], "alpha": [], "test_overall": []}
+    alphas: list[float] = []
     if write:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_run_info(out_dir, config=cfg, extra={"class_counts": class_counts,
@@ -156,10 +159,23 @@ def train_and_evaluate(cfg: LDATrainConfig, train: Batches, test: Batches, class
                 criterion.load_state_dict(state["criterion"])
                 start_epoch, step = int(state["epoch"]), int(state["step"])
                 torch.set_rng_state(state["torch_rng"])
+                if "data_rng" in state and hasattr(train, "generator"):
+                    train.generator.set_state(state["data_rng"])
+                if "rng" in state:
+                    restore_rng_state(state["rng"])
+                curves, alphas = state.get("curves", curves), state.get("alphas", alphas)
+                if not quiet:
+                    print(f"resuming from {ck} at epoch {start_epoch}, step {step}", flush=True)
     log = MetricsLogger(out_dir, enabled=write)
-    curves: dict[str, list[list[float]]] = {"train_loss": [], "alpha": [], "test_overall": []}
-    alphas: list[float] = []
     steps_per_epoch = train.steps_per_epoch()
+
+    def training_state(epochs_done: int) -> dict:
+        """Everything an exact resume needs beyond the weights (the data order lives in the batches' generator)."""
+        return {"epoch": epochs_done, "step": step, "optimizer": optimizer.state_dict(),
+                "criterion": criterion.state_dict(), "torch_rng": torch.get_rng_state(),
+                "rng": capture_rng_state(), "curves": curves, "alphas": alphas,
+                "class_counts": torch.tensor(class_counts),
+                **({"data_rng": train.generator.get_state()} if hasattr(train, "generator") else {})}
     if steps_per_epoch == 0:
         raise ConfigError(f"key 'optim.batch_size' ({o.batch_size}) exceeds the training set")
     model.train()
@@ -180,6 +196,7 @@ def train_and_evaluate(cfg: LDATrainConfig, train: Batches, test: Batches, class
             loss.backward()
             optimizer.step()
             step += 1
+            fault_point("train_step")
             run_loss += loss.item()
             run_n += 1
             if "alpha" in parts:
@@ -198,6 +215,10 @@ def train_and_evaluate(cfg: LDATrainConfig, train: Batches, test: Batches, class
             if not quiet:
                 print(f"epoch {epoch + 1}/{o.epochs}: test top-1 {m['overall']:.2f} (many {m['many']:.1f} "
                       f"medium {m['medium']:.1f} few {m['few']:.1f})", flush=True)
+        if write and cfg.save_checkpoint and cfg.ckpt_every and (epoch + 1) % cfg.ckpt_every == 0 \
+                and epoch + 1 < o.epochs:
+            save_checkpoint(out_dir / "ckpt", step, model_state=model.state_dict(),
+                            training_state=training_state(epoch + 1), keep_last=2)
     pred, target, pred_u = predict(model, test, device)
     metrics = shot_accuracy(pred, target, groups)
     metrics_u = shot_accuracy(pred_u, target, groups) if pred_u is not None else None
@@ -207,10 +228,8 @@ def train_and_evaluate(cfg: LDATrainConfig, train: Batches, test: Batches, class
     log.close()
     ckpt = None
     if write and cfg.save_checkpoint:
-        ckpt = str(save_checkpoint(out_dir / "ckpt", step, model_state=model.state_dict(), training_state={
-            "epoch": o.epochs, "step": step, "optimizer": optimizer.state_dict(),
-            "criterion": criterion.state_dict(), "torch_rng": torch.get_rng_state(),
-            "class_counts": torch.tensor(class_counts)}, keep_last=1))
+        ckpt = str(save_checkpoint(out_dir / "ckpt", step, model_state=model.state_dict(),
+                                   training_state=training_state(o.epochs), keep_last=1))
     return RunResult(
         metrics=metrics, metrics_u=metrics_u,
         per_class=per_class_accuracy(pred, target, len(class_counts)).tolist(), curves=curves,

@@ -1,3 +1,6 @@
+"""Tiny imTED models shared by imted/tests (here, not in a conftest.py: every paper's tests folder is
+the package ``tests``, so two conftest modules would collide)."""
+
 import warnings
 
 import pytest
