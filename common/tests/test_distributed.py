@@ -49,6 +49,20 @@ def _tiny():
     return mod
 
 
+@pytest.fixture(scope="module")
+def one(tmp_path_factory):
+    """The reference: one process, the same global batch of 8 as 1 x 2 per device x 4 accumulation steps."""
+    out = tmp_path_factory.mktemp("one")
+    cfg = load_config(TrainConfig, None, [*SETTINGS, "per_device_batch_size=2", f"out_dir={out}"])
+    model, data, step_fn = _tiny().build(dropout=0.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return Trainer(model, step_fn, data, cfg).fit()
+    finally:
+        torch.set_num_threads(before)
+
+
 def _torchrun(*settings: str) -> dict:
     """A 2-process CPU (gloo) run of the tiny script; its summary."""
     assert TORCHRUN.exists(), TORCHRUN
@@ -65,21 +79,13 @@ def _torchrun(*settings: str) -> dict:
 
 @pytest.mark.smoke
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one_process(tmp_path):
+def test_torchrun_two_processes_match_one_process(tmp_path, one):
     two = _torchrun(*SETTINGS, "per_device_batch_size=2", f"out_dir={tmp_path / 'two'}")
     assert two["grad_accum"] == 2 and two["final_step"] == 10
     assert "2 processes x 2 per device x 2 accumulation" in (tmp_path / "two" / "train.log").read_text()
     assert sorted(p.name for p in (tmp_path / "two" / "ckpt" / "step_000010").glob("rng_rank*.pt")) == \
         ["rng_rank0.pt", "rng_rank1.pt"]
 
-    cfg = load_config(TrainConfig, None, [*SETTINGS, "per_device_batch_size=2", f"out_dir={tmp_path / 'one'}"])
-    model, data, step_fn = _tiny().build(dropout=0.0)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        one = Trainer(model, step_fn, data, cfg).fit()
-    finally:
-        torch.set_num_threads(before)
     assert one.grad_accum == 4
 
     for key in ("weights_path", "ema_weights_path"):
@@ -88,7 +94,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         err = max((wa[k] - wb[k]).abs().max().item() for k in wa)
         assert err < 1e-6, f"{key}: max abs diff {err:.3e}"
     la = [r["loss"] for r in read_metrics(tmp_path / "two")]
-    lb = [r["loss"] for r in read_metrics(tmp_path / "one")]
+    lb = [r["loss"] for r in read_metrics(one.out_dir)]
     assert len(la) == len(lb) == 10
     assert max(abs(a - b) for a, b in zip(la, lb)) < 1e-6
     # the run moved: a comparison of two untrained models would pass trivially
@@ -99,7 +105,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
 
 @pytest.mark.smoke
 @pytest.mark.slow
-def test_fsdp_two_processes_match_one_process_and_resume_exactly(tmp_path):
+def test_fsdp_two_processes_match_one_process_and_resume_exactly(tmp_path, one):
     """FSDP2 over 2 CPU processes (gloo): sharded weights and optimizer state, gradient accumulation 2;
     stopped at step 5 and resumed from its (unsharded) checkpoint."""
     common = [*SETTINGS, "ema_decay=null", "per_device_batch_size=2", "strategy=fsdp", "resume=auto"]
@@ -109,14 +115,6 @@ def test_fsdp_two_processes_match_one_process_and_resume_exactly(tmp_path):
     assert fsdp["final_step"] == 10 and fsdp["resumed_from"].endswith("step_000005")
     uninterrupted = _torchrun(*common, f"out_dir={tmp_path / 'fsdp_once'}")
 
-    cfg = load_config(TrainConfig, None, [*SETTINGS, "per_device_batch_size=2", f"out_dir={tmp_path / 'one'}"])
-    model, data, step_fn = _tiny().build(dropout=0.0)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        one = Trainer(model, step_fn, data, cfg).fit()
-    finally:
-        torch.set_num_threads(before)
     wa, wb, wc = (load_weights(p) for p in (fsdp["weights_path"], one.weights_path, uninterrupted["weights_path"]))
     assert sorted(wa) == sorted(wb)  # the checkpoint holds full tensors under the model's own names
     err = max((wa[k] - wb[k]).abs().max().item() for k in wa)

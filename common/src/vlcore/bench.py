@@ -3,12 +3,16 @@
 Runs the shared-core cases below and every paper's `<paper>.bench` module that
 exists (each exposes `cases(quick: bool) -> list[BenchCase]`), in one process,
 side by side with their reference implementation, in fp32 and bf16 autocast.
-Writes `OUT/BENCH.md` with samples/s and the ratio ours / reference.
+Writes `OUT/BENCH.md` with samples/s and the ratio ours / reference, the peak resident
+memory of each training step, and its achieved FLOP rate (FLOPs counted by
+`torch.utils.flop_counter` on one step) against this machine's measured matrix-multiply
+peak in the same precision.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -51,7 +55,51 @@ def _time(fn: Callable[[], None], min_time: float, min_iters: int = 3) -> float:
     return statistics.median(times)
 
 
+def _reset_peak_rss() -> bool:
+    # Linux: writing 5 to clear_refs resets VmHWM, the high-water mark of resident memory.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def matmul_peak_gflops(precision: str, n: int = 1536, min_time: float = 1.0) -> float:
+    """Measured GFLOP/s of an n x n x n matrix multiply: the machine's practical ceiling."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    t = _time(lambda: torch.mm(a, b), min_time)
+    return 2 * n**3 / t / 1e9
+
+
+def step_flops(model: nn.Module, args: tuple, loss_fn, precision: str) -> float:
+    """FLOPs of one forward + backward (counted, not timed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with ctx():
+            loss = loss_fn(model(*args))
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
 def measure(model: nn.Module, args: tuple, loss_fn, precision: str, min_time: float) -> dict[str, float]:
+    flops = step_flops(model, args, loss_fn, precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else torch.enable_grad
 
@@ -67,10 +115,12 @@ def measure(model: nn.Module, args: tuple, loss_fn, precision: str, min_time: fl
             model(*args)
 
     model.train()
+    have_rss = _reset_peak_rss()
     t_train = _time(train_step, min_time)
+    peak = _peak_rss_mib() if have_rss else None
     model.eval()
     t_inf = _time(infer, min_time)
-    return {"train_s": t_train, "infer_s": t_inf}
+    return {"train_s": t_train, "infer_s": t_inf, "peak_mib": peak, "gflops": flops / t_train / 1e9}
 
 
 def _subln_stack_cases(quick: bool) -> list[BenchCase]:
@@ -139,6 +189,9 @@ def main(argv=None) -> int:
     papers = [s for s in args.papers.split(",") if s] or [p.package for p in PAPERS]
     min_time = args.min_time if args.min_time is not None else (1.0 if args.quick else 3.0)
     precisions = [s for s in args.precision.split(",") if s]
+    peaks = {prec: matmul_peak_gflops(prec, n=1024 if args.quick else 1536, min_time=min_time) for prec in precisions}
+    for prec, g in peaks.items():
+        print(f"matmul peak {prec}: {g:.1f} GFLOP/s", flush=True)
     rows = []
     for owner, case in collect_cases(args.quick, papers):
         for prec in precisions:
@@ -151,10 +204,12 @@ def main(argv=None) -> int:
                 ref = measure(case.reference(), x, case.loss, prec, min_time)
             row = {"owner": owner, "case": case.name, "precision": prec, "bs": case.batch_size,
                    "train": case.batch_size / ours["train_s"], "infer": case.batch_size / ours["infer_s"],
-                   "ref": case.reference_name if ref else "-"}
+                   "ref": case.reference_name if ref else "-", "peak_mib": ours["peak_mib"],
+                   "gflops": ours["gflops"], "util": ours["gflops"] / peaks[prec]}
             if ref:
                 row["ref_train"] = case.batch_size / ref["train_s"]
                 row["ref_infer"] = case.batch_size / ref["infer_s"]
+                row["ref_peak_mib"] = ref["peak_mib"]
             rows.append(row)
             r = f" | ref train {row['ref_train']:.1f}/s infer {row['ref_infer']:.1f}/s" if ref else ""
             print(f"[{owner}] {case.name} {prec}: train {row['train']:.1f}/s infer {row['infer']:.1f}/s{r}", flush=True)
@@ -162,18 +217,29 @@ def main(argv=None) -> int:
         "# Benchmarks",
         "",
         f"`python -m vlcore.bench {' '.join(argv if argv is not None else sys.argv[1:])}` on {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}. Samples/s (median step); ratio = ours / reference (>1 is faster).",
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}. Samples/s (median step); ratio = ours / reference (>1 is faster); "
+        "peak = resident-memory high-water mark during the training steps (MiB, whole process); "
+        "GFLOP/s = counted FLOPs of a training step / its time, and its share of the measured matmul peak "
+        "(" + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()) + ").",
         "",
-        "| owner | case | precision | batch | train /s | ref train /s | train ratio | infer /s | ref infer /s | infer ratio | reference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| owner | case | precision | batch | train /s | ref train /s | train ratio | infer /s | ref infer /s | infer ratio "
+        "| peak MiB (ref) | train GFLOP/s (of peak) | reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    def mib(v):
+        return "-" if v is None else f"{v:.0f}"
+
     for r in rows:
+        mem = mib(r["peak_mib"]) + (f" ({mib(r.get('ref_peak_mib'))})" if "ref_train" in r else "")
+        fl = f"{r['gflops']:.1f} ({100 * r['util']:.0f}%)"
         if "ref_train" in r:
             tr, ir = r["train"] / r["ref_train"], r["infer"] / r["ref_infer"]
             lines.append(f"| {r['owner']} | {r['case']} | {r['precision']} | {r['bs']} | {r['train']:.1f} | {r['ref_train']:.1f} | "
-                         f"{tr:.2f} | {r['infer']:.1f} | {r['ref_infer']:.1f} | {ir:.2f} | {r['ref']} |")
+                         f"{tr:.2f} | {r['infer']:.1f} | {r['ref_infer']:.1f} | {ir:.2f} | {mem} | {fl} | {r['ref']} |")
         else:
-            lines.append(f"| {r['owner']} | {r['case']} | {r['precision']} | {r['bs']} | {r['train']:.1f} | - | - | {r['infer']:.1f} | - | - | - |")
+            lines.append(f"| {r['owner']} | {r['case']} | {r['precision']} | {r['bs']} | {r['train']:.1f} | - | - | "
+                         f"{r['infer']:.1f} | - | - | {mem} | {fl} | - |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".BENCH.md.tmp"
