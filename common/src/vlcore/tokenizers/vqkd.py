@@ -38,6 +38,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
+from vlcore import kernels
 from vlcore.dist import all_reduce_sum, is_initialized
 from vlcore.models.beit import Beit
 
@@ -189,7 +190,11 @@ class NormEMAVectorQuantizer(nn.Module):
             self.init_codebook_(flat.detach())
         codebook = self.embedding.weight
         # on unit vectors the smallest squared distance is the largest cosine
-        indices = (flat.detach().float() @ codebook.t().float()).argmax(dim=-1)  # B*N
+        if kernels.use_triton(flat, codebook):
+            # tiled kernel: the B*N x K similarity matrix is never held in memory
+            indices, _ = kernels.nearest_code(flat.detach(), codebook)  # B*N
+        else:
+            indices = (flat.detach().float() @ codebook.t().float()).argmax(dim=-1)  # B*N
         with torch.no_grad():
             self.code_counts += torch.bincount(indices, minlength=self.num_codes).double()
             if self.training and self.update:
