@@ -57,10 +57,30 @@ def evaluate_classifier(model: torch.nn.Module, dataset, *, batch_size: int = 64
     return {"top1": 100.0 * top1 / max(n, 1), "top5": 100.0 * top5 / max(n, 1), "images": n}
 
 
+def _check_grid(sd: dict, grid: tuple[int, int], source: str) -> None:
+    """Refuse a classifier whose position tables were trained for another patch grid."""
+    from vlcore.models.beit import _window_of
+
+    for k, v in sd.items():
+        if k.endswith("relative_position_bias_table"):
+            found = _window_of(v.shape[0])
+        elif k == "pos_embed":
+            side = int(round((v.shape[-2] - 1) ** 0.5))
+            found = (side, side)
+        else:
+            continue
+        if found != grid:
+            raise UserError(f"{source}: {k} is for a {found[0]}x{found[1]} patch grid, the config's image size gives "
+                            f"{grid[0]}x{grid[1]}; pass --resize-pos-embed to resample it")
+        return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = add_config_args(argparse.ArgumentParser(prog="python -m beit2.eval", description=__doc__.split("\n\n")[0]))
     p.add_argument("--checkpoint", required=True, help="run / step folder, .safetensors, or an official checkpoint")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--resize-pos-embed", action="store_true",
+                   help="resample position tables of a classifier trained at another image size (refused otherwise)")
     args = p.parse_args(argv)
     cfg = load_config(Config, resolve_config_path(args.config), args.set)
     device = "cuda" if torch.cuda.is_available() and cfg.train.device == "auto" else "cpu"
@@ -86,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif cfg.task in ("finetune", "linprobe"):
         if cfg.task == "finetune":
             model = _classifier(cfg)
+            if not args.resize_pos_embed:
+                _check_grid(read_checkpoint(weights), tuple(model.grid_size), str(weights))
             fresh = init_classifier(model, str(weights))
             if fresh:
                 raise UserError(f"{weights}: not a fine-tuned classifier for this config ({', '.join(fresh[:4])} "

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from vlcore.cli import run_cli
+from vlcore.errors import UserError
 from vlcore.papers import PAPERS
 
 
@@ -96,13 +98,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args(argv)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     known = [p.package for p in PAPERS]
     papers = [s for s in args.papers.split(",") if s] or known
     bad = [s for s in papers if s not in known]
     if bad:
-        ap.error(f"unknown paper(s) {bad}; known: {', '.join(known)}")
+        raise UserError(f"--papers: unknown paper(s) {', '.join(bad)}; known: {', '.join(known)}")
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     status = run_all(out, papers, args.seeds, args.data_root) if args.run else None
     md, all_hold = tabulate(out, status)
     tmp = out / ".REPRO.md.tmp"
@@ -114,4 +116,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

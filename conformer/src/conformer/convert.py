@@ -307,7 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     src, dst = Path(args.src), Path(args.dst)
     layout = None if args.src_layout == "auto" else args.src_layout
     raw = unwrap(read_checkpoint(src), ema=args.ema, source=str(src))
-    found = layout or detect_layout(raw)
+    try:
+        found = layout or detect_layout(raw)
+    except CheckpointError as e:
+        raise CheckpointError(f"{src}: {e}") from None
     sd = to_ours(raw, found)
     extra = {"num_heads": args.num_heads} if args.num_heads else {}
     model = build_and_load(sd, model_name=args.model, source=str(src), **extra)

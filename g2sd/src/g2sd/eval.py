@@ -26,7 +26,7 @@ from vlcore.errors import UserError
 from g2sd.train import load_g2sd_config
 
 
-def evaluate_checkpoint(cfg, checkpoint: str) -> dict[str, float]:
+def evaluate_checkpoint(cfg, checkpoint: str, *, resize_pos_embed: bool = False) -> dict[str, float]:
     from vlcore.models.mae import load_mae_checkpoint
 
     from g2sd.convert import read_any_state_dict
@@ -42,10 +42,11 @@ def evaluate_checkpoint(cfg, checkpoint: str) -> dict[str, float]:
     )
     from g2sd.models import teacher_features
 
-    sd = read_any_state_dict(resolve_weights(checkpoint))
+    weights = resolve_weights(checkpoint)
+    sd = read_any_state_dict(weights)
     if cfg.stage in ("finetune", "sd"):
         model = build_vit(cfg.model, cfg.data.num_classes, distilled=cfg.stage == "sd")
-        load_classifier(model, sd)
+        load_classifier(model, sd, resize_pos_embed=resize_pos_embed, name=str(weights))
         return {"top1": top1(model, cfg)}
     loader = DataLoader(build_eval_set(cfg), batch_size=cfg.eval_batch_size, shuffle=False)
     g = torch.Generator().manual_seed(0)
@@ -83,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_config_args(p)
     p.add_argument("--checkpoint", required=True, help="a run folder, a step folder, model.safetensors or an official .pth")
     p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--resize-pos-embed", action="store_true",
+                   help="resample a classifier's position table to the config's image size (refused otherwise)")
     args = p.parse_args(argv)
     cfg = load_g2sd_config(args.config, args.set)
-    metrics = evaluate_checkpoint(cfg, args.checkpoint)
+    metrics = evaluate_checkpoint(cfg, args.checkpoint, resize_pos_embed=args.resize_pos_embed)
     print(json.dumps(metrics))
     if args.out:
         Path(args.out).write_text(json.dumps(metrics, indent=2))

@@ -115,16 +115,16 @@ def convert_official_imted(
 def build_detector(config: str | Path, **overrides) -> nn.Module:
     """The detector of an mmdet config file (weights not initialised); ``overrides`` merge into ``model``."""
     from mmengine.config import Config
-    from vlcore.errors import UserError
+    from vlcore.mmrun import resolve_config
 
     import imted.mmdet  # noqa: F401  registers the modules
+    from imted.models import CONFIG_DIR
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    if not Path(config).is_file():
-        raise UserError(f"config not found: {config}")
+    path = resolve_config(config, CONFIG_DIR)
     register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(str(config))
+    cfg = Config.fromfile(str(path))
     if overrides:
         cfg.merge_from_dict({f"model.{k}": v for k, v in overrides.items()})
     return MODELS.build(cfg.model)
@@ -140,12 +140,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="mmdet config of the detector the weights are for")
     args = p.parse_args(argv)
     model = build_detector(args.config)
+    try:
+        if args.kind == "mae":
+            report = load_mae_into_detector(model, args.src)
+            sd = model.state_dict()
+        else:
+            sd = convert_official_imted(args.src, model)
+    except CheckpointMismatchError as e:
+        # The message names the keys; the one line on stderr must also name the file.
+        raise CheckpointMismatchError(f"{args.src}: {e}", missing=e.missing, unexpected=e.unexpected,
+                                      mismatched=e.mismatched) from None
     if args.kind == "mae":
-        report = load_mae_into_detector(model, args.src)
-        sd = model.state_dict()
         print(f"loaded {len(report['loaded'])} tensors; {len(report['random'])} parameters stay randomly initialised")
-    else:
-        sd = convert_official_imted(args.src, model)
     save_weights(sd, args.out)
     print(f"wrote {args.out} ({len(sd)} tensors)")
     return 0

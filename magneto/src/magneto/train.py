@@ -34,8 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.train.out_dir)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    data = build_data(cfg, out)
+    try:
+        data = build_data(cfg, out)  # may train a SentencePiece model into the run folder
+    except Exception:
+        if fresh and not any(out.iterdir()):
+            out.rmdir()  # bad data leaves no empty run folder behind
+        raise
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data)
     n_params = sum(p.numel() for p in model.parameters())

@@ -116,14 +116,32 @@ def init_classifier_from_pretrained(model: nn.Module, source: str | dict, *, hea
     return missing
 
 
-def load_classifier(model: nn.Module, source: str | dict) -> None:
-    """Weights of a whole classifier (ours or an official fine-tuned file), every key required."""
-    sd = _state_dict(source)
-    missing = [k for k in model.state_dict() if k not in sd]
-    unexpected = [k for k in sd if k not in model.state_dict()]
+def load_classifier(model: nn.Module, source: str | dict, *, resize_pos_embed: bool = False,
+                    name: str | None = None) -> None:
+    """Weights of a whole classifier (ours or an official fine-tuned file), every key required.
+
+    A position table for another grid is refused unless ``resize_pos_embed`` asks for it to be
+    resampled (bicubic, class token kept): evaluating at a resolution the weights never saw is a
+    choice, not a default."""
+    sd = dict(_state_dict(source))
+    what = name or (source if isinstance(source, str) else "state dict")
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
-        raise UserError(f"{source if isinstance(source, str) else 'state dict'} does not fit the classifier: "
-                        f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise UserError(f"{what} does not fit the classifier: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    pe = sd.get("pos_embed")
+    if pe is not None and pe.shape != own["pos_embed"].shape:
+        if not resize_pos_embed:
+            raise UserError(f"{what}: pos_embed {tuple(pe.shape)} does not fit the model's {tuple(own['pos_embed'].shape)} "
+                            f"(image size {model.patch_embed.img_size}); pass --resize-pos-embed to resample it")
+        from vlcore.layers.pos_embed import resample_pos_embed
+
+        prefix = own["pos_embed"].shape[1] - model.patch_embed.num_patches
+        sd["pos_embed"] = resample_pos_embed(pe, new_grid=tuple(model.patch_embed.grid_size), num_prefix_tokens=prefix)
+    bad = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if sd[k].shape != own[k].shape]
+    if bad:
+        raise UserError(f"{what} does not fit the classifier: shape mismatch {', '.join(bad[:3])}")
     model.load_state_dict(sd)
 
 
