@@ -109,3 +109,56 @@ def test_killed_and_resumed_run_ends_bit_identical(case: Case, tmp_path: Path):
     assert got.keys() == want.keys()
     diff = [k for k in want if not torch.equal(want[k], got[k])]
     assert not diff, f"{len(diff)} tensors differ after {kills} kills, e.g. {diff[:3]}"
+
+
+# --------------------------------------------------------------------------- mmengine plug-ins
+IMTED_SMOKE = "imted_faster-rcnn_vit-tiny_1xb2-smoke_coco-mini-320.py"
+# Iteration-based, a checkpoint every 2 iterations, no random flip (the data pipeline runs again for the
+# batches mmengine skips on resume, so only the model's own sampling may draw random numbers).
+MM_SETS = ("train_cfg.max_iters=4", "default_hooks.checkpoint.interval=2", "+default_hooks.checkpoint.by_epoch=False",
+           "log_processor.by_epoch=False", "train_dataloader.dataset.pipeline.3.prob=0.0", "resume=True",
+           "+randomness.seed=0")
+
+
+def _mm_run(work_dir: Path, fault: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("VLCORE_FAULT", None)
+    if fault:
+        env["VLCORE_FAULT"] = fault
+    cmd = [sys.executable, "-m", "imted.train", "--config", IMTED_SMOKE, "--work-dir", str(work_dir)]
+    for s in MM_SETS:
+        cmd += ["--set", s]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=work_dir.parent)
+
+
+def _mm_weights(path: Path) -> dict[str, torch.Tensor]:
+    from vlcore.mmrun import allow_mmengine_checkpoints
+
+    allow_mmengine_checkpoints()
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_mmengine_plugin_killed_and_resumed_ends_bit_identical(tmp_path: Path):
+    """imTED through mmengine's Runner: killed after an update, then half-way through writing a checkpoint."""
+    from vlcore.data.paths import shared_data_root
+
+    if not (shared_data_root() / "coco_mini" / "annotations").is_dir():
+        pytest.skip("coco_mini not available")
+    ref = _mm_run(tmp_path / "ref", None)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    want = _mm_weights(tmp_path / "ref" / "iter_4.pth")
+
+    out = tmp_path / "killed"
+    first = _mm_run(out, "train_step@3")  # after the 3rd update; iter_2.pth is the newest checkpoint
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.pth")) == ["iter_2.pth"]
+    second = _mm_run(out, "checkpoint_write@1")  # resumes at 2, dies half-way through writing iter_4.pth
+    assert second.returncode == -signal.SIGKILL, second.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.pth")) == ["iter_2.pth"]
+    _mm_weights(out / "iter_2.pth")  # the newest committed checkpoint is whole
+    done = _mm_run(out, None)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = _mm_weights(out / "iter_4.pth")
+    assert got.keys() == want.keys()
+    diff = [k for k in want if not torch.equal(want[k], got[k])]
+    assert not diff, f"{len(diff)} tensors differ after 2 kills, e.g. {diff[:3]}"

@@ -9,18 +9,33 @@ input the same way the vlcore entry points do, before any training starts:
 - Every dataset in the train / val / test dataloaders that names an annotation file has it checked:
   the file exists, COCO instances files parse and pass ``vlcore.data.coco.validate_coco`` (boxes,
   category and image ids), and the image folder exists.
+
+and so that an interrupted run resumes exactly, as the vlcore Trainer does:
+
+- checkpoints are written through the ``vlcore_atomic`` file backend (a temporary file renamed into
+  place), so a kill while writing leaves the previous checkpoint as the newest readable one;
+- ``ResumableRNGHook`` stores the torch / numpy / Python RNG states in each checkpoint and restores
+  them before the first resumed iteration, so sampling in the model (RPN / RoI samplers, drop path)
+  continues the uninterrupted run's streams; it also carries ``vlcore.faults``' ``train_step`` point;
+- ``resume=True`` picks the newest checkpoint that loads, even if ``last_checkpoint`` is stale or cut.
+
+Checkpoints load with ``torch.load(weights_only=True)``; ``allow_mmengine_checkpoints`` lists the
+few plain classes mmengine's ``meta`` holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import yaml
 
 from vlcore.errors import UserError
+from vlcore.faults import fault_point
 
 DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 
@@ -156,6 +171,137 @@ def load_config(config: str | os.PathLike[str], sets: Sequence[str], *, config_d
     return cfg, path
 
 
+def allow_mmengine_checkpoints() -> None:
+    """Register the classes an mmengine checkpoint's ``meta`` holds as safe for weights-only loading."""
+    import collections
+
+    import numpy as np
+    import torch
+    from mmengine.config.config import ConfigDict
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    torch.serialization.add_safe_globals([
+        HistoryBuffer, ConfigDict, collections.OrderedDict, np.dtype, np.ndarray,
+        np.core.multiarray._reconstruct, np.core.multiarray.scalar, type(np.dtype("float64")),
+        type(np.dtype("int64")), type(np.dtype("float32")), type(np.dtype("int32")),
+    ])
+
+
+def _rng_state() -> dict:
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                      int(has_gauss), float(gauss)],
+            "python": list(random.getstate())}
+
+
+def _set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+_registered = False
+
+
+def register_plugins() -> None:
+    """Register the atomic checkpoint backend and ``ResumableRNGHook`` with mmengine (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    import torch
+    from mmengine.fileio.backends import LocalBackend, register_backend
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    class AtomicLocalBackend(LocalBackend):
+        """``put`` writes a temporary file and renames it into place."""
+
+        def put(self, obj: bytes, filepath) -> None:
+            path = Path(filepath)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(obj[: len(obj) // 2])
+                f.flush()
+                fault_point("checkpoint_write")
+                f.write(obj[len(obj) // 2:])
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+
+    register_backend("vlcore_atomic", AtomicLocalBackend, force=True)
+
+    @HOOKS.register_module(force=True)
+    class ResumableRNGHook(Hook):
+        """RNG states into each checkpoint and back before the first resumed iteration."""
+
+        # Before CheckpointHook (VERY_LOW): a kill at ``train_step`` lands after the update and
+        # before that iteration's checkpoint, the worst moment.
+        priority = "LOW"
+
+        def __init__(self) -> None:
+            self._pending = None
+
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            checkpoint["rng_state"] = _rng_state()
+            # A HistoryBuffer pickles its statistics methods through ``getattr``, which a
+            # weights-only load must never allow: keep its numbers as plain tensors instead.
+            scalars = (checkpoint.get("message_hub") or {}).get("log_scalars") or {}
+            for k, buf in list(scalars.items()):
+                if hasattr(buf, "data"):
+                    logs, counts = buf.data
+                    scalars[k] = {"history_buffer": [torch.as_tensor(logs), torch.as_tensor(counts), buf.max_length]}
+
+        def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+            from mmengine.logging import HistoryBuffer
+
+            self._pending = checkpoint.get("rng_state")
+            scalars = (checkpoint.get("message_hub") or {}).get("log_scalars") or {}
+            for k, v in list(scalars.items()):
+                if isinstance(v, dict) and "history_buffer" in v:
+                    logs, counts, max_length = v["history_buffer"]
+                    scalars[k] = HistoryBuffer(logs.tolist(), counts.tolist(), max_length)
+
+        def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+            # After mmengine has advanced the dataloader past the trained batches (which would
+            # otherwise consume the restored streams).
+            if self._pending is not None:
+                _set_rng_state(self._pending)
+                self._pending = None
+
+        def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+            fault_point("train_step")
+
+    _registered = True
+
+
+def newest_loadable_checkpoint(work_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest ``iter_*.pth`` / ``epoch_*.pth`` in ``work_dir`` that loads (cut files are skipped)."""
+    import torch
+
+    allow_mmengine_checkpoints()
+    found = []
+    for p in Path(work_dir).glob("*.pth"):
+        m = re.fullmatch(r"(iter|epoch)_(\d+)\.pth", p.name)
+        if m:
+            found.append((int(m.group(2)), p))
+    for _, p in sorted(found, reverse=True):
+        try:
+            torch.load(p, map_location="cpu", weights_only=True)
+        except Exception:  # a file cut by a kill: fall back to the one before
+            continue
+        return p
+    return None
+
+
 def build_runner(config: str | os.PathLike[str], sets: Sequence[str] = (), work_dir: str | None = None, *,
                  config_dir: Path):
     """An mmengine Runner for a plug-in config whose overrides and data have been checked."""
@@ -165,6 +311,18 @@ def build_runner(config: str | os.PathLike[str], sets: Sequence[str] = (), work_
     if work_dir:
         cfg.work_dir = work_dir
     check_datasets(cfg)
+    register_plugins()
+    allow_mmengine_checkpoints()
+    hooks = cfg.get("default_hooks") or {}
+    if hooks.get("checkpoint") is not None:
+        hooks["checkpoint"]["backend_args"] = dict(backend="vlcore_atomic")
+    custom = list(cfg.get("custom_hooks") or [])
+    if not any(h.get("type") == "ResumableRNGHook" for h in custom):
+        cfg.custom_hooks = custom + [dict(type="ResumableRNGHook")]
+    if cfg.get("resume") and not cfg.get("load_from"):
+        latest = newest_loadable_checkpoint(cfg.work_dir)
+        if latest is not None:
+            cfg.load_from = str(latest)
     return Runner.from_cfg(cfg)
 
 
