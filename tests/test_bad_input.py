@@ -148,6 +148,7 @@ def test_convert_wrong_model_checkpoint(capsys, tmp_path, paper):
 CONVERTER_ARGV_MORE = {
     "imted": lambda src, out: ["mae", src, out, "--config", IMTED_SMOKE],
     "conformer": lambda src, out: ["--src", src, "--dst", out],
+    "beit3": lambda src, out: ["--src", src, "--out", out],
 }
 IMTED_SMOKE = "imted_faster-rcnn_vit-tiny_1xb2-smoke_coco-mini-320.py"
 
@@ -174,7 +175,8 @@ def test_convert_bad_checkpoint_more_papers(capsys, tmp_path, paper, kind):
 
 # --------------------------------------------------------------------------- config keys and types
 TRAIN_PRESETS = [("beit2", "smoke_finetune", "train.bogus"), ("g2sd", "smoke_sd_cifar10", "model.bogus"),
-                 ("conformer", "smoke", "data.bogus")]
+                 ("conformer", "smoke", "data.bogus"), ("beit3", "smoke_vqa", "train.bogus"),
+                 ("maskdistill", "smoke_pretrain", "train.bogus")]
 
 
 @pytest.mark.unit

@@ -20,7 +20,12 @@ if [ "${1:-}" = "--paper" ]; then
   case " $PAPERS " in *" $PAPER "*) ;; *) echo "setup: unknown paper '$PAPER' (known: $PAPERS)" >&2; exit 2 ;; esac
   [ -f "$ROOT/$PAPER/pyproject.toml" ] || { echo "setup: $PAPER/pyproject.toml not found" >&2; exit 2; }
   VENV=$ROOT/$PAPER/.venv
-  MEMBERS="common $PAPER"
+  MEMBERS="common"
+  # A paper built on another (maskdistill on beit2) lists it as a dependency: install that one too.
+  for q in $PAPERS; do
+    [ "$q" != "$PAPER" ] && grep -q "^ *\"$q\"" "$ROOT/$PAPER/pyproject.toml" && MEMBERS="$MEMBERS $q"
+  done
+  MEMBERS="$MEMBERS $PAPER"
 else
   VENV=$ROOT/.venv
   MEMBERS="common $PAPERS"

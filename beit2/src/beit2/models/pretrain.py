@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlcore.layers.blocks import EncoderBlock
 from vlcore.layers.init import trunc_normal_init_
+from vlcore.mim import MIMObjective, build_objective
 from vlcore.models.beit import Beit
 
 __all__ = ["BeitV2ForMIM", "MIMOutput"]
@@ -131,16 +131,21 @@ class BeitV2ForMIM(Beit):
         head = self.lm_head if self.shared_lm_head else self.cls_pt_lm_head
         return logits, head(agg[:, 1:][bool_masked_pos])
 
+    #: the BEiT v2 preset of the shared MIM objective (VQ-KD ids, cross-entropy, masked positions);
+    #: the tokenizer stays with the caller, which passes its ids as ``codes``
+    objective: MIMObjective = build_objective("beitv2")
+
     def mim_loss(self, x: torch.Tensor, bool_masked_pos: torch.Tensor, codes: torch.Tensor) -> MIMOutput:
-        """CE over the codebook on masked patches; ``codes`` (B, N) are the tokenizer's ids of the
-        uncorrupted image; the branch's CE is added with weight 1."""
-        target = codes[bool_masked_pos]  # M
+        """CE over the codebook on masked patches (``vlcore.mim``'s ``beitv2`` preset); ``codes``
+        (B, N) are the tokenizer's ids of the uncorrupted image; the branch's CE is added with weight 1."""
+        obj = self.objective
+        target = obj.select(codes, bool_masked_pos)  # M
         logits, logits_agg = self(x, bool_masked_pos)
-        loss_main = F.cross_entropy(logits.float(), target)
+        loss_main = obj.loss_selected(logits.float(), target)
         acc = (logits.argmax(-1) == target).float().mean()
         if logits_agg is None:
             return MIMOutput(loss_main, loss_main, None, acc, None)
-        loss_agg = F.cross_entropy(logits_agg.float(), target)
+        loss_agg = obj.loss_selected(logits_agg.float(), target)
         acc_agg = (logits_agg.argmax(-1) == target).float().mean()
         return MIMOutput(loss_main + loss_agg, loss_main, loss_agg, acc, acc_agg)
 
