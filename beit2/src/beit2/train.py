@@ -194,6 +194,59 @@ class LinearProbe(nn.Module):
 # --- tasks ----------------------------------------------------------------------
 
 
+def classification_task(cfg: Config, *, log: Callable[[str], None] = print,
+                        build: Callable[..., Beit] | None = None,
+                        init: Callable[[Beit, str], list[str]] | None = None) -> Task:
+    """Fine-tuning (mixup / cutmix, label smoothing) or a linear probe of a BEiT classifier.
+
+    ``build`` / ``init`` make and initialise the backbone (default: this module's); papers whose
+    students are BEiT-style ViTs (maskdistill) reuse the recipe with their own.
+    """
+    build = build or _classifier
+    init = init or init_classifier
+    m, d = cfg.model, cfg.data
+    if cfg.task == "finetune":
+        model = build(cfg)
+    else:
+        backbone = build(cfg, global_pool="", num_classes=0)
+    target = model if cfg.task == "finetune" else backbone
+    if m.init_checkpoint:
+        fresh = init(target, m.init_checkpoint)
+        log(f"init from {m.init_checkpoint}; fresh: {', '.join(sorted({k.split('.')[0] for k in fresh})) or 'none'}")
+    elif cfg.task == "linprobe":
+        raise UserError("a linear probe needs model.init_checkpoint (the pretrained backbone)")
+    if cfg.task == "linprobe":
+        model = LinearProbe(backbone, num_classes=m.num_classes, feature=m.linprobe_feature)
+    train_tf = _resize_to(cfg, classification_transform(
+        train=cfg.task == "finetune", input_size=d.input_size, auto_augment=d.auto_augment, reprob=d.reprob,
+        crop_pct=d.crop_pct))
+    if cfg.task == "linprobe":  # BEiT's linear evaluation: crop + flip only
+        train_tf = _resize_to(cfg, T.Compose([
+            T.RandomResizedCrop(d.input_size, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(),
+            T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]))
+    eval_tf = _resize_to(cfg, classification_transform(train=False, input_size=d.input_size, crop_pct=d.crop_pct))
+    mixup = None
+    if cfg.task == "finetune" and (d.mixup > 0 or d.cutmix > 0):
+        from timm.data import Mixup
+
+        mixup = Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, label_smoothing=d.smoothing,
+                      num_classes=m.num_classes)
+
+    def step_fn(model, batch):
+        x, y = batch
+        if mixup is not None and x.shape[0] % 2 == 0:
+            x, soft = mixup(x, y)
+            logits = model(x)
+            loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        else:
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=d.smoothing if cfg.task == "finetune" else 0)
+        return loss, {"acc": (logits.argmax(-1) == y).float().mean().detach()}
+
+    return Task(model, step_fn, _base_dataset(cfg, split="train", transform=train_tf),
+                _base_dataset(cfg, split="val", transform=eval_tf))
+
+
 def build_task(cfg: Config, *, log: Callable[[str], None] = print) -> Task:
     d, m = cfg.data, cfg.model
     if cfg.task == "vqkd":
@@ -246,46 +299,7 @@ def build_task(cfg: Config, *, log: Callable[[str], None] = print) -> Task:
         return Task(model, step_fn, PretrainDataset(base, tf))
 
     if cfg.task in ("finetune", "linprobe"):
-        if cfg.task == "finetune":
-            model = _classifier(cfg)
-        else:
-            backbone = _classifier(cfg, global_pool="", num_classes=0)
-        target = model if cfg.task == "finetune" else backbone
-        if m.init_checkpoint:
-            fresh = init_classifier(target, m.init_checkpoint)
-            log(f"init from {m.init_checkpoint}; fresh: {', '.join(sorted({k.split('.')[0] for k in fresh})) or 'none'}")
-        elif cfg.task == "linprobe":
-            raise UserError("a linear probe needs model.init_checkpoint (the pretrained backbone)")
-        if cfg.task == "linprobe":
-            model = LinearProbe(backbone, num_classes=m.num_classes, feature=m.linprobe_feature)
-        train_tf = _resize_to(cfg, classification_transform(
-            train=cfg.task == "finetune", input_size=d.input_size, auto_augment=d.auto_augment, reprob=d.reprob,
-            crop_pct=d.crop_pct))
-        if cfg.task == "linprobe":  # BEiT's linear evaluation: crop + flip only
-            train_tf = _resize_to(cfg, T.Compose([
-                T.RandomResizedCrop(d.input_size, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(),
-                T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]))
-        eval_tf = _resize_to(cfg, classification_transform(train=False, input_size=d.input_size, crop_pct=d.crop_pct))
-        mixup = None
-        if cfg.task == "finetune" and (d.mixup > 0 or d.cutmix > 0):
-            from timm.data import Mixup
-
-            mixup = Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, label_smoothing=d.smoothing,
-                          num_classes=m.num_classes)
-
-        def step_fn(model, batch):
-            x, y = batch
-            if mixup is not None and x.shape[0] % 2 == 0:
-                x, soft = mixup(x, y)
-                logits = model(x)
-                loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-            else:
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=d.smoothing if cfg.task == "finetune" else 0)
-            return loss, {"acc": (logits.argmax(-1) == y).float().mean().detach()}
-
-        return Task(model, step_fn, _base_dataset(cfg, split="train", transform=train_tf),
-                    _base_dataset(cfg, split="val", transform=eval_tf))
+        return classification_task(cfg, log=log)
     raise UserError(f"unknown task '{cfg.task}'")
 
 

@@ -17,10 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 
 from vlcore.cli import run_cli
 from vlcore.config import add_config_args, load_config
@@ -30,8 +28,8 @@ from vlcore.models.beit import Beit
 from vlcore.train import Trainer, seed_everything
 
 from beit2.convert import finetune_init_from_pretrain, load_finetune_init, read_checkpoint
-from beit2.data import MIMTransform, PretrainDataset, classification_transform
-from beit2.train import LinearProbe, _base_dataset, _resize_to
+from beit2.data import MIMTransform, PretrainDataset
+from beit2.train import _base_dataset, classification_task
 from beit2.train import init_classifier as _beit2_init_classifier
 
 from maskdistill.config import Config, resolve_config_path
@@ -197,45 +195,8 @@ def build_task(cfg: Config, *, log: Callable[[str], None] = print) -> Task:
         return Task(model, step_fn, PretrainDataset(base, tf))
 
     if cfg.task in ("finetune", "linprobe"):
-        if cfg.task == "finetune":
-            model = target = _classifier(cfg)
-        else:
-            backbone = target = _classifier(cfg, global_pool="", num_classes=0)
-        if m.init_checkpoint:
-            fresh = init_classifier(target, m.init_checkpoint)
-            log(f"init from {m.init_checkpoint}; fresh: {', '.join(sorted({k.split('.')[0] for k in fresh})) or 'none'}")
-        elif cfg.task == "linprobe":
-            raise UserError("a linear probe needs model.init_checkpoint (the pretrained backbone)")
-        if cfg.task == "linprobe":
-            model = LinearProbe(backbone, num_classes=m.num_classes, feature=m.linprobe_feature)
-            train_tf = _resize_to(cfg, T.Compose([
-                T.RandomResizedCrop(d.input_size, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(),
-                T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]))
-        else:
-            train_tf = _resize_to(cfg, classification_transform(
-                train=True, input_size=d.input_size, auto_augment=d.auto_augment, reprob=d.reprob,
-                crop_pct=d.crop_pct))
-        eval_tf = _resize_to(cfg, classification_transform(train=False, input_size=d.input_size, crop_pct=d.crop_pct))
-        mixup = None
-        if cfg.task == "finetune" and (d.mixup > 0 or d.cutmix > 0):
-            from timm.data import Mixup
-
-            mixup = Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, label_smoothing=d.smoothing,
-                          num_classes=m.num_classes)
-
-        def step_fn(model, batch):
-            x, y = batch
-            if mixup is not None and x.shape[0] % 2 == 0:
-                x, soft = mixup(x, y)
-                logits = model(x)
-                loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-            else:
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=d.smoothing if cfg.task == "finetune" else 0)
-            return loss, {"acc": (logits.argmax(-1) == y).float().mean().detach()}
-
-        return Task(model, step_fn, _base_dataset(cfg, split="train", transform=train_tf),
-                    _base_dataset(cfg, split="val", transform=eval_tf))
+        # BEiT v2's fine-tuning / linear-probe recipe, with this paper's students.
+        return classification_task(cfg, log=log, build=_classifier, init=init_classifier)
     raise UserError(f"unknown task '{cfg.task}'")
 
 
