@@ -42,7 +42,7 @@ from vlcore.tokenizers.vqkd import ModuleTeacher
 from vlcore.train.optim import lr_at, param_groups_lrd
 
 from beit2.mini import MiniConfig as _BeitMini
-from beit2.mini import MiniData, linear_probe, load_mini_data, train_teacher
+from beit2.mini import MiniData, _batches, _set_lr, linear_probe, load_mini_data, train_teacher
 
 from maskdistill.models.pretrain import MaskDistillForMIM
 
@@ -114,19 +114,9 @@ def build_objective_for(variant: str, cfg: MiniConfig, teacher: nn.Module):
     raise ValueError(f"unknown variant {variant!r}")
 
 
-def _batches(n: int, batch: int, g: torch.Generator) -> list[torch.Tensor]:
-    perm = torch.randperm(n, generator=g)
-    return [perm[i : i + batch] for i in range(0, n - batch + 1, batch)]
-
-
 def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     flip = torch.rand(x.shape[0], generator=g) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
