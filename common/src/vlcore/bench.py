@@ -2,7 +2,10 @@
 
 Runs the shared-core cases below and every paper's `<paper>.bench` module that
 exists (each exposes `cases(quick: bool) -> list[BenchCase]`), in one process,
-side by side with their reference implementation, in fp32 and bf16 autocast.
+side by side with their reference implementation, in fp32 (default) and, with
+``--precision fp32,bf16``, bf16 autocast. bf16 is opt-in because on a CPU without native bf16
+matrix units (AVX512-BF16 / AMX) torch emulates it and a full bf16 run takes hours; the
+header of BENCH.md records which capability the machine reports.
 Writes `OUT/BENCH.md` with samples/s and the ratio ours / reference, the peak resident
 memory of each training step, and its achieved FLOP rate (FLOPs counted by
 `torch.utils.flop_counter` on one step) against this machine's measured matrix-multiply
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results")
     ap.add_argument("--quick", action="store_true", help="smaller models and shorter timing")
     ap.add_argument("--papers", default="", help="comma-separated subset (default: all)")
-    ap.add_argument("--precision", default="fp32,bf16")
+    ap.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (bf16 autocast)")
     ap.add_argument("--min-time", type=float, default=None, help="seconds per measurement (default 3, quick 1)")
     args = ap.parse_args(argv)
     papers = [s for s in args.papers.split(",") if s] or [p.package for p in PAPERS]
