@@ -161,3 +161,20 @@ def test_paper_test_folders_import_helpers_from_their_package():
             if any(line.startswith("from .") for line in f.read_text().splitlines()):
                 offenders.append(f"{f}: relative import")
     assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.unit
+def test_test_module_names_are_unique_across_folders():
+    """For the same reason two test files of one name in different folders are one module `tests.<name>`:
+    pytest runs the first one it met under both paths and the second file's tests never run. Paper test
+    files are named `test_<paper>_*.py`."""
+    seen: dict[str, list[str]] = {}
+    for tests_dir in [ROOT / "tests", ROOT / "common" / "tests", *sorted(ROOT.glob("*/tests"))]:
+        for f in tests_dir.glob("test_*.py"):
+            seen.setdefault(f.name, []).append(str(f.relative_to(ROOT)))
+    clashes = {name: paths for name, paths in seen.items() if len(set(paths)) > 1}
+    assert not clashes, clashes
+    papers = [p for p in ROOT.glob("*/tests") if (p.parent / "pyproject.toml").is_file() and p.parent.name != "common"]
+    unprefixed = [str(f.relative_to(ROOT)) for p in papers for f in p.glob("test_*.py")
+                  if not f.name.startswith(f"test_{p.parent.name}_")]
+    assert not unprefixed, unprefixed

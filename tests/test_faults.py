@@ -50,6 +50,12 @@ CASES = [
          ("data.train_subset=96", "train.global_batch_size=16", "train.per_device_batch_size=8", "train.warmup_steps=2",
           "model.embed_dim=32", "model.num_heads=2", "model.depth=2", "model.decoder_embed_dim=16",
           "model.decoder_depth=1")),
+    # Mixup / CutMix, drop path and EMA draw random numbers every step; 4 epochs of 2 steps
+    Case("conformer", "smoke", 12, 2, ("data.train_limit=32", "data.eval_limit=16")),
+    # image-only, text-only and pair batches interleaved: the task schedule must resume too
+    Case("beit3", "smoke_pretrain", 12, 2),
+    # the frozen teacher's targets and the blockwise masks must come out the same after a resume
+    Case("maskdistill", "smoke_pretrain", 10, 2),
     # its own SGD loop with a checkpoint per epoch (9 steps of the smoke preset's batches)
     Case("lda", "cifar10_lt_smoke", 54, 4, ("optim.epochs=6", "eval_every=2"), prefix="", interval=9),
 ]

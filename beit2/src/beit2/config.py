@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+from vlcore.config import find_preset
 from vlcore.train import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -92,12 +93,4 @@ class Config:
 
 def resolve_config_path(path: str | None) -> str | None:
     """A preset path as given, or a bare name found under ``beit2/configs/`` (any working directory)."""
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_file():
-        return str(p)
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
-        if cand.is_file():
-            return str(cand)
-    return str(p)  # load_config reports the missing file
+    return None if path is None else str(find_preset(path, CONFIG_DIR))

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Callable, Literal
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -92,7 +93,11 @@ class TensorImageDataset(Dataset):
 
 
 class MIMTransform:
-    """One image -> (ViT view normalised, tokenizer view in [0, 1], mask (N,) bool)."""
+    """One image -> (ViT view normalised, tokenizer view in [0, 1], mask (N,) bool).
+
+    ``seed`` gives the mask generator a stream of its own (reproducible standalone use); training
+    leaves it unset so that masks come from torch's global RNG, which checkpoints restore.
+    """
 
     def __init__(
         self,
@@ -119,13 +124,17 @@ class MIMTransform:
         grid = input_size // patch_size
         self.masker = BlockwiseMaskGenerator(input_size=grid, num_masking_patches=num_masking_patches,
                                              min_num_patches=min_mask_patches_per_block, seed=seed)
+        self.seeded = seed is not None
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         img = self.common(img)
         top, left, h, w = self.crop.get_params(img, self.crop.scale, self.crop.ratio)  # one box, two resizes
         view = TF.resized_crop(img, top, left, h, w, [self.sizes[0]] * 2, self.interp[0])
         tok = TF.resized_crop(img, top, left, h, w, [self.sizes[1]] * 2, self.interp[1])
-        mask = torch.from_numpy(self.masker().reshape(-1))
+        # Without a seed the mask is drawn from torch's global RNG, like the crop and flip above: training
+        # checkpoints save that state (and loader workers seed it), so a resumed run draws the same masks.
+        rng = None if self.seeded else np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        mask = torch.from_numpy(self.masker(rng).reshape(-1))
         return self.normalize(TF.to_tensor(view)), TF.to_tensor(tok), mask
 
 

@@ -9,7 +9,7 @@ One schema serves every task; a YAML preset holds only what differs from these d
 * ``vqa``: fused encoder, pooler + MLP over the answer vocabulary, BCE x num_answers;
 * ``nlvr2``: two fused passes, 2-way classifier;
 * ``retrieval``: dual encoder, symmetric InfoNCE;
-* ``captioning``: masked-token LM under the causal text mask, greedy decoding, BLEU / CIDEr;
+* ``captioning``: masked-token LM under the causal text mask, greedy or beam decoding, BLEU-4 / CIDEr-D;
 * ``imagenet``: vision branch only, mean-pooled patches, LayerNorm, linear.
 """
 
@@ -48,11 +48,15 @@ class DataConfig:
     # synthetic: generated scenes (vlcore.data.synthetic) with captions, questions and shape labels;
     # coco_captions: a COCO captions json + image folder (coco_mini or Karpathy-split files);
     # imagefolder: ROOT/train/<class>/*, ROOT/val/<class>/* (ImageNet);
-    # vqav2 / nlvr2: named by the paper-scale presets; their file readers are not implemented (refused)
-    dataset: Literal["synthetic", "coco_captions", "imagefolder", "vqav2", "nlvr2"] = "synthetic"
+    # karpathy: ROOT/{karpathy_file} (dataset_coco.json / dataset_flickr30k.json), splits train(+restval) / val / test;
+    # vqav2: ROOT/v2_OpenEnded_mscoco_{split}_questions.json + v2_mscoco_{split}_annotations.json, ROOT/{split}/ images;
+    # nlvr2: ROOT/{split}.json (jsonl), ROOT/images/{split}/ (layouts: beit3.datasets, beit3.data.*_corpus)
+    dataset: Literal["synthetic", "coco_captions", "karpathy", "imagefolder", "vqav2", "nlvr2"] = "synthetic"
     root: Optional[str] = None  # coco_captions: folder with annotations/ and images/ (default ../shared/data/coco_mini)
     train_split: str = "train2017"
     eval_split: str = "val2017"
+    karpathy_file: str = "dataset_coco.json"
+    image_dir: str = ""  # karpathy: images under ROOT/{image_dir}; vqav2 / nlvr2: replaces {split} / images
     num_train: int = 2000  # synthetic: items generated; other datasets: 0 = all
     num_eval: int = 500
     seed: int = 0
@@ -80,12 +84,14 @@ class MDMConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     init_checkpoint: Optional[str] = None  # our run folder / safetensors, or an official unilm .pth
-    num_answers: int = 3129  # vqa; synthetic data sets it from the data
+    num_answers: int = 3129  # vqa: vqav2 keeps this many most frequent training answers; synthetic: all
     num_classes: int = 1000  # imagenet; synthetic data: the 6 shapes
     head_lr_weight: float = 1.0  # vqa: lr x this for parameters named head.* (official 20)
     label_smoothing: float = 0.1  # imagenet / captioning
     caption_mask_prob: float = 0.6  # captioning: masked-token ratio of caption tokens
     caption_max_len: int = 32
+    num_beams: int = 1  # captioning decoding: 1 = greedy, > 1 = beam search (BEiT3ForCaptioning.generate_beam)
+    length_penalty: float = 1.0  # beam score = sum log p / (generated tokens) ** length_penalty
     retrieval_ks: tuple[int, int, int] = (1, 5, 10)
 
 

@@ -102,11 +102,15 @@ def normalize_images(x: torch.Tensor, kind: str) -> torch.Tensor:
 class Corpus:
     """Images (N, 3, S, S) in [0, 1] with captions, questions, answers and class labels (synthetic)."""
 
-    def __init__(self, images, captions, *, qa=None, labels=None, label_names=None, all_captions=None):
+    def __init__(self, images, captions, *, qa=None, labels=None, label_names=None, all_captions=None,
+                 qa_scores=None, answer_vocab=None, pairs=None):
         self.images = images
         self.captions = captions  # one per image (training text)
         self.all_captions = all_captions or [[c] for c in captions]  # references for captioning metrics
         self.qa = qa or []  # (image index, question, answer)
+        self.qa_scores = qa_scores  # VQAv2: per question {answer: soft score}
+        self.answer_vocab = answer_vocab  # VQAv2: the answer classes (from the training split)
+        self.pairs = pairs  # NLVR2: (left image index, right image index, sentence, label)
         self.labels = labels
         self.label_names = label_names or []
 
@@ -144,6 +148,69 @@ def coco_caption_corpus(root: str | None, split: str, img_size: int, limit: int 
     return Corpus(images, [caps[i][0] for i in ids], all_captions=[caps[i] for i in ids])
 
 
+def load_images(paths: Sequence[Path], img_size: int) -> torch.Tensor:
+    """(N, 3, S, S) in [0, 1], each image resized (bicubic) to S x S; a missing file is named."""
+    from PIL import Image
+
+    from vlcore.data.paths import require_file
+
+    arr = []
+    for p in paths:
+        im = Image.open(require_file(p, "image")).convert("RGB").resize((img_size, img_size), Image.BICUBIC)
+        arr.append(np.asarray(im))
+    return torch.from_numpy(np.stack(arr)).permute(0, 3, 1, 2).float().div(255)
+
+
+def _need_root(d) -> Path:
+    if not d.root:
+        raise UserError(f"data.dataset={d.dataset} needs data.root")
+    return Path(d.root)
+
+
+def karpathy_corpus(d, split: str, img_size: int, limit: int = 0) -> Corpus:
+    """Karpathy-split json (COCO / Flickr30K): ROOT/{karpathy_file}, images ROOT/{image_dir}/{filepath}/{filename}."""
+    from beit3.datasets import read_karpathy
+
+    root = _need_root(d)
+    items = read_karpathy(root / d.karpathy_file, split)[: limit or None]
+    images = load_images([root / d.image_dir / x.image for x in items], img_size)
+    return Corpus(images, [x.captions[0] for x in items], all_captions=[x.captions for x in items])
+
+
+def vqav2_corpus(d, split: str, img_size: int, limit: int = 0, answer_vocab=None, num_answers: int = 3129) -> Corpus:
+    """ROOT/v2_OpenEnded_mscoco_{split}_questions.json (+ v2_mscoco_{split}_annotations.json when present),
+    images ROOT/{image_dir or split}/COCO_{split}_{id:012d}.jpg; the answer classes are the training split's
+    ``finetune.num_answers`` most frequent answers."""
+    from beit3.datasets import read_vqav2, vqa_answer_vocab
+
+    root = _need_root(d)
+    ann = root / f"v2_mscoco_{split}_annotations.json"
+    items = read_vqav2(root / f"v2_OpenEnded_mscoco_{split}_questions.json", ann if ann.is_file() else None)
+    items = items[: limit or None]
+    if answer_vocab is None:
+        answer_vocab = vqa_answer_vocab(items, num_answers)
+    img_ids = sorted({x.image_id for x in items})
+    index = {i: k for k, i in enumerate(img_ids)}
+    name = {x.image_id: x.image for x in items}
+    images = load_images([root / (d.image_dir or split) / name[i] for i in img_ids], img_size)
+    qa = [(index[x.image_id], x.question, x.answer or "") for x in items]
+    return Corpus(images, [x.question for x in items], qa=qa, qa_scores=[x.scores for x in items],
+                  answer_vocab=answer_vocab)
+
+
+def nlvr2_corpus(d, split: str, img_size: int, limit: int = 0) -> Corpus:
+    """ROOT/{split}.json (one example per line), images ROOT/{image_dir or 'images'}/{split}/[directory/]..."""
+    from beit3.datasets import read_nlvr2
+
+    root = _need_root(d)
+    items = read_nlvr2(root / f"{split}.json")[: limit or None]
+    files = sorted({f for x in items for f in (x.left, x.right)})
+    index = {f: k for k, f in enumerate(files)}
+    images = load_images([root / (d.image_dir or "images") / split / f for f in files], img_size)
+    pairs = [(index[x.left], index[x.right], x.sentence, x.label) for x in items]
+    return Corpus(images, [x.sentence for x in items], pairs=pairs)
+
+
 def load_corpora(cfg) -> tuple[Corpus, Corpus]:
     d, s = cfg.data, cfg.model.img_size
     if d.dataset == "synthetic":
@@ -151,9 +218,13 @@ def load_corpora(cfg) -> tuple[Corpus, Corpus]:
     if d.dataset == "coco_captions":
         return (coco_caption_corpus(d.root, d.train_split, s, d.num_train),
                 coco_caption_corpus(d.root, d.eval_split, s, d.num_eval))
-    if d.dataset in ("vqav2", "nlvr2"):
-        raise UserError(f"data.dataset={d.dataset}: no reader for the {d.dataset} files yet; "
-                        "use data.dataset=synthetic (generated scenes) for this task")
+    if d.dataset == "karpathy":
+        return karpathy_corpus(d, d.train_split, s, d.num_train), karpathy_corpus(d, d.eval_split, s, d.num_eval)
+    if d.dataset == "vqav2":
+        tr = vqav2_corpus(d, d.train_split, s, d.num_train, num_answers=cfg.finetune.num_answers)
+        return tr, vqav2_corpus(d, d.eval_split, s, d.num_eval, answer_vocab=tr.answer_vocab)
+    if d.dataset == "nlvr2":
+        return nlvr2_corpus(d, d.train_split, s, d.num_train), nlvr2_corpus(d, d.eval_split, s, d.num_eval)
     raise UserError(f"data.dataset={d.dataset} is read by the imagenet task only (ImageFolder)")
 
 

@@ -14,7 +14,7 @@ from vlcore.errors import UserError
 from vlcore.masking import BlockwiseMaskGenerator
 
 from beit3 import data as D
-from beit3.metrics import corpus_bleu, recall_at_k, vqa_accuracy
+from beit3.metrics import cider_d, coco_bleu, recall_at_k, vqa_accuracy
 from beit3.models import (
     BEiT3ForCaptioning,
     BEiT3ForImageClassification,
@@ -75,9 +75,10 @@ class Task:
         if self.vocab_size < len(self.tok):
             raise UserError(f"model.vocab_size={cfg.model.vocab_size} < tokenizer size {len(self.tok)}")
         if t in ("vqa",):
-            answers = sorted({a for c in (self.train_corpus, self.eval_corpus) for _, _, a in c.qa})
+            answers = self.train_corpus.answer_vocab or sorted(
+                {a for c in (self.train_corpus, self.eval_corpus) for _, _, a in c.qa})
             if not answers:
-                raise UserError("task vqa needs questions: data.dataset=synthetic")
+                raise UserError("task vqa needs questions: data.dataset=synthetic or vqav2")
             self.answers = answers
         self.L = cfg.data.max_text_len if t != "captioning" else cfg.finetune.caption_max_len
         self.train_set = getattr(self, f"_set_{t}")(self.train_corpus, train=True)
@@ -174,12 +175,25 @@ class Task:
         qa = corpus.qa
         q = self.tok.encode([x for _, x, _ in qa], self.L)
         target = torch.zeros(len(qa), len(self.answers))
-        target[torch.arange(len(qa)), torch.tensor([self.answers.index(a) for _, _, a in qa])] = 1.0  # 1 answer = score 1
+        if corpus.qa_scores is not None:  # VQAv2: soft scores of the answers in the vocabulary
+            col = {a: j for j, a in enumerate(self.answers)}
+            for i, sc in enumerate(corpus.qa_scores):
+                for a, v in sc.items():
+                    if a in col:
+                        target[i, col[a]] = v
+        else:
+            target[torch.arange(len(qa)), torch.tensor([self.answers.index(a) for _, _, a in qa])] = 1.0  # 1 answer = score 1
         img_idx = [i for i, _, _ in qa]
         return D.DictDataset(len(qa), lambda i: {"image": self._images(corpus, [img_idx[i]])[0], "text": q[i],
                                                  "target": target[i]})
 
     def _set_nlvr2(self, corpus, train=True):
+        if corpus.pairs is not None:  # NLVR2 files: (left, right, sentence, label)
+            texts = self.tok.encode([p[2] for p in corpus.pairs], self.L)
+            return D.DictDataset(len(corpus.pairs), lambda i: {
+                "image_a": self._images(corpus, [corpus.pairs[i][0]])[0],
+                "image_b": self._images(corpus, [corpus.pairs[i][1]])[0],
+                "text": texts[i], "label": torch.tensor(corpus.pairs[i][3])})
         n = len(corpus.captions)
         texts = self.tok.encode(corpus.captions, self.L)
 
@@ -317,14 +331,16 @@ class Task:
         if t == "captioning":
             hyps = []
             for idx in torch.arange(len(c.captions)).split(bs):
-                out = model.generate(self._images(c, idx).to(dev), max_len=self.L - 1, bos_id=self.tok.bos_id,
-                                     eos_id=self.tok.eos_id, mask_id=self.tok.mask_id)
+                f = self.cfg.finetune
+                kw = dict(max_len=self.L - 1, bos_id=self.tok.bos_id, eos_id=self.tok.eos_id, mask_id=self.tok.mask_id)
+                if f.num_beams > 1:
+                    out = model.generate_beam(self._images(c, idx).to(dev), num_beams=f.num_beams,
+                                              length_penalty=f.length_penalty, **kw)
+                else:
+                    out = model.generate(self._images(c, idx).to(dev), **kw)
                 hyps += [self.tok.decode(o[1:].tolist()) for o in out]
             refs = [[" ".join(D._words(r)) for r in rs] for rs in c.all_captions]
-            res = {"bleu4": 100.0 * corpus_bleu(hyps, refs)}
-            cider = cider_score(hyps, refs)
-            if cider is not None:
-                res["cider"] = cider
+            res = {"bleu4": 100.0 * coco_bleu(hyps, refs)[3], "cider": 100.0 * cider_d(hyps, refs)}
             res["example"] = hyps[0] if hyps else ""
             return res
         correct = 0
@@ -344,14 +360,3 @@ def retrieval_metrics(model, corpus, task, ks=(1, 5, 10)) -> dict[str, float]:
         t = texts[idx].to(dev)
         zt.append(model.embed_texts(t, text_padding_mask=t == task.tok.pad_id).cpu())
     return recall_at_k(torch.cat(zi) @ torch.cat(zt).t(), ks=ks)
-
-
-def cider_score(hyps, refs) -> float | None:
-    """CIDEr-D with pycocoevalcap's scorer when installed (None otherwise)."""
-    try:
-        from pycocoevalcap.cider.cider import Cider
-    except ImportError:
-        return None
-    gts = {i: r for i, r in enumerate(refs)}
-    res = {i: [h] for i, h in enumerate(hyps)}
-    return 100.0 * float(Cider().compute_score(gts, res)[0])

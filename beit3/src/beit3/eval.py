@@ -1,9 +1,8 @@
 """Evaluate a checkpoint: ``python -m beit3.eval --config PRESET --checkpoint CKPT [--set k=v ...]``.
 
 The task's metric on the preset's evaluation split: VQA score (vqa), accuracy (nlvr2),
-recall@K both directions (retrieval), BLEU-4 and CIDEr when pycocoevalcap is installed
-(captioning), top-1 (imagenet), masked-prediction losses (pretrain). CKPT is a run
-folder, a ``model.safetensors`` or an official unilm ``.pth`` (converted on the fly).
+recall@K both directions (retrieval), COCO BLEU-4 and CIDEr-D (captioning), top-1
+(imagenet), masked-prediction losses (pretrain). CKPT is a run folder, a ``model.safetensors`` or an official unilm ``.pth`` (converted on the fly).
 """
 
 from __future__ import annotations

@@ -37,3 +37,21 @@ def tiny_inputs(batch: int = 2, text_len: int = 7, seed: int = 1):
     pad = torch.zeros(batch, text_len, dtype=torch.bool)
     pad[0, -2:] = True
     return image, text, pad
+
+
+def tiny_vqkd_checkpoint(path, num_codes: int = 16, seed: int = 0):
+    """A randomly initialised VQ-KD tokenizer (32 px, patch 8) saved in the official BEiT v2 layout
+    (``{"model": state_dict}``) at ``path``; returns the tokenizer (eval mode)."""
+    from vlcore.tokenizers import VQKD, VQKDConfig
+
+    torch.manual_seed(seed)
+    cfg = VQKDConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=1, decoder_embed_dim=64,
+                     decoder_depth=1, decoder_num_heads=1, num_codes=num_codes, code_dim=8, target_dim=12)
+    tok = VQKD(cfg)
+    with torch.no_grad():
+        for p in tok.parameters():  # spread the encoder's outputs so that several codes are used
+            p.add_(0.05 * torch.randn_like(p))
+        tok.quantize.embedding.weight.copy_(torch.nn.functional.normalize(torch.randn(num_codes, 8), dim=-1))
+        tok.quantize.embedding.initted.fill_(1.0)
+    torch.save({"model": dict(tok.state_dict())}, path)
+    return tok.eval()

@@ -6,7 +6,8 @@ side by side with their reference implementation, in fp32 (default) and, with
 ``--precision fp32,bf16``, bf16 autocast. bf16 is opt-in because on a CPU without native bf16
 matrix units (AVX512-BF16 / AMX) torch emulates it and a full bf16 run takes hours; the
 header of BENCH.md records which capability the machine reports.
-Writes `OUT/BENCH.md` with samples/s and the ratio ours / reference, the peak resident
+Ours and the reference are timed step by step in alternation, so that other load on the
+machine slows both alike. Writes `OUT/BENCH.md` with samples/s and the ratio ours / reference, the peak resident
 memory of each training step, and its achieved FLOP rate (FLOPs counted by
 `torch.utils.flop_counter` on one step) against this machine's measured matrix-multiply
 peak in the same precision.
@@ -47,17 +48,6 @@ class BenchCase:
     loss: Callable[[object], torch.Tensor] = lambda out: out.float().pow(2).mean()
 
 
-def _time(fn: Callable[[], None], min_time: float, min_iters: int = 3) -> float:
-    fn()  # warm-up: allocator, autotuning, lazy init
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_iters or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _reset_peak_rss() -> bool:
     # Linux: writing 5 to clear_refs resets VmHWM, the high-water mark of resident memory.
     try:
@@ -83,7 +73,7 @@ def matmul_peak_gflops(precision: str, n: int = 1536, min_time: float = 1.0) -> 
     """Measured GFLOP/s of an n x n x n matrix multiply: the machine's practical ceiling."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    t = _time(lambda: torch.mm(a, b), min_time)
+    t = _interleaved([lambda: torch.mm(a, b)], min_time)[0]
     return 2 * n**3 / t / 1e9
 
 
@@ -101,29 +91,59 @@ def step_flops(model: nn.Module, args: tuple, loss_fn, precision: str) -> float:
     return float(counter.get_total_flops())
 
 
-def measure(model: nn.Module, args: tuple, loss_fn, precision: str, min_time: float) -> dict[str, float]:
-    flops = step_flops(model, args, loss_fn, precision)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else torch.enable_grad
+class _Steps:
+    """The training step and the inference call of one model, ready to be timed."""
 
-    def train_step():
-        with ctx():
-            loss = loss_fn(model(*args))
+    def __init__(self, model: nn.Module, args: tuple, loss_fn, precision: str) -> None:
+        self.model, self.args, self.loss_fn = model, args, loss_fn
+        self.flops = step_flops(model, args, loss_fn, precision)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        self.ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else torch.enable_grad
+
+    def train(self) -> None:
+        self.model.train()
+        with self.ctx():
+            loss = self.loss_fn(self.model(*self.args))
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
 
-    def infer():
-        with torch.inference_mode(), ctx():
-            model(*args)
+    def infer(self) -> None:
+        self.model.eval()
+        with torch.inference_mode(), self.ctx():
+            self.model(*self.args)
 
-    model.train()
-    have_rss = _reset_peak_rss()
-    t_train = _time(train_step, min_time)
-    peak = _peak_rss_mib() if have_rss else None
-    model.eval()
-    t_inf = _time(infer, min_time)
-    return {"train_s": t_train, "infer_s": t_inf, "peak_mib": peak, "gflops": flops / t_train / 1e9}
+    def peak_train_mib(self) -> float | None:
+        """Resident-memory high-water mark of a training step (also the warm-up)."""
+        have_rss = _reset_peak_rss()
+        self.train()
+        return _peak_rss_mib() if have_rss else None
+
+
+def _interleaved(fns: list[Callable[[], None]], min_time: float, min_iters: int = 3) -> list[float]:
+    """Median seconds per call of each function, timed in alternation (A B A B ...), so that a change
+    of machine load during the measurement falls on every function alike."""
+    for fn in fns:
+        fn()  # warm-up: allocator, autotuning, lazy init
+    times: list[list[float]] = [[] for _ in fns]
+    start = time.perf_counter()
+    while len(times[0]) < min_iters or time.perf_counter() - start < min_time * len(fns):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
+def measure_pair(models: list[nn.Module], args: tuple, loss_fn, precision: str,
+                 min_time: float) -> list[dict[str, float]]:
+    """Train-step and inference time, peak memory and FLOP rate of ours (and the reference), side by side."""
+    steps = [_Steps(m, args, loss_fn, precision) for m in models]
+    peaks = [s.peak_train_mib() for s in steps]
+    t_train = _interleaved([s.train for s in steps], min_time)
+    t_inf = _interleaved([s.infer for s in steps], min_time)
+    return [{"train_s": tt, "infer_s": ti, "peak_mib": pk, "gflops": s.flops / tt / 1e9}
+            for s, tt, ti, pk in zip(steps, t_train, t_inf, peaks)]
 
 
 def _subln_stack_cases(quick: bool) -> list[BenchCase]:
@@ -200,11 +220,11 @@ def main(argv=None) -> int:
         for prec in precisions:
             x = case.batch(case.batch_size)
             torch.manual_seed(0)
-            ours = measure(case.ours(), x, case.loss, prec, min_time)
-            ref = None
+            models = [case.ours()]
             if case.reference is not None:
                 torch.manual_seed(0)
-                ref = measure(case.reference(), x, case.loss, prec, min_time)
+                models.append(case.reference())
+            ours, ref = (measure_pair(models, x, case.loss, prec, min_time) + [None])[:2]
             row = {"owner": owner, "case": case.name, "precision": prec, "bs": case.batch_size,
                    "train": case.batch_size / ours["train_s"], "infer": case.batch_size / ours["infer_s"],
                    "ref": case.reference_name if ref else "-", "peak_mib": ours["peak_mib"],

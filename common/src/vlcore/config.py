@@ -284,6 +284,17 @@ def _parse_override(cls: type, item: str) -> dict:
     return checked
 
 
+def find_preset(name_or_path: str | Path, config_dir: Path) -> Path:
+    """A config file as given, else a preset of that name (with or without ``.yaml``) in ``config_dir``:
+    papers' entry points find their presets from any working directory. An unknown name comes back
+    unchanged so that :func:`load_config` reports the missing file."""
+    p = Path(name_or_path)
+    for cand in (p, config_dir / p, config_dir / f"{p}.yaml"):
+        if cand.is_file():
+            return cand
+    return p
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Defaults of `cls`, then the YAML at `path` (with its `_base_` chain), then `overrides`."""
     if not _is_dataclass_type(cls):

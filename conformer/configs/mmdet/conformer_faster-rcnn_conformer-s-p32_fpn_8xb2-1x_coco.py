@@ -8,7 +8,7 @@
 #   (or mmengine: Runner.from_cfg(Config.fromfile(...)).train(); data under data/coco/)
 #
 # Expected (official release, COCO val2017): box AP 43.1 (first table) / 43.7 (updated table); 55.4 M parameters.
-# Not trained here; conformer/tests/test_mmdet.py builds it and runs a training step and a COCO evaluation at
+# Not trained here; conformer/tests/test_conformer_mmdet.py builds it and runs a training step and a COCO evaluation at
 # smoke size on ../shared/data/coco_mini.
 _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',

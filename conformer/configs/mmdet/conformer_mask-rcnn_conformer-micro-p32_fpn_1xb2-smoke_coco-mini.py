@@ -1,6 +1,6 @@
 # Smoke configuration: the paper's Mask R-CNN recipe (conformer_mask-rcnn_conformer-s-p32_fpn_8xb2-1x_coco.py)
 # with a small Conformer (P = 32, r = 0.25, E = 32, depth 6) and a 32-channel neck, on 2 training and
-# 4 validation images of ../shared/data/coco_mini at 320 px. Used by conformer/tests/test_mmdet.py.
+# 4 validation images of ../shared/data/coco_mini at 320 px. Used by conformer/tests/test_conformer_mmdet.py.
 #
 #   python -c "from mmengine.config import Config; from mmengine.runner import Runner; \
 #              Runner.from_cfg(Config.fromfile('conformer/configs/mmdet/conformer_mask-rcnn_conformer-micro-p32_fpn_1xb2-smoke_coco-mini.py')).train()"

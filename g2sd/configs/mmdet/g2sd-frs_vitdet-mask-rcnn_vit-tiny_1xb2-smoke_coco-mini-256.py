@@ -1,6 +1,6 @@
 # Smoke configuration of G2SD detection distillation: a 64-wide two-block ViTDet student (32-channel pyramid) and the 96-wide
 # teacher of vitdet_mask-rcnn_vit-tiny_1xb2-smoke_coco-mini-256.py, random weights, coco_mini at 256 px.
-# Used by g2sd/tests/test_mmdet.py (one training step with the FRS losses, then COCO evaluation).
+# Used by g2sd/tests/test_g2sd_mmdet.py (one training step with the FRS losses, then COCO evaluation).
 #
 #   Runner.from_cfg(Config.fromfile('g2sd/configs/mmdet/g2sd-frs_vitdet-mask-rcnn_vit-tiny_1xb2-smoke_coco-mini-256.py')).train()
 #

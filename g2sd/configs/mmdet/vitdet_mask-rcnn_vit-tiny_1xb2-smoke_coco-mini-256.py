@@ -1,5 +1,5 @@
 # Smoke configuration: a two-block ViTDet Mask R-CNN (32-channel pyramid and heads) on the real coco_mini
-# images at 256 px; the teacher architecture of the distillation smoke test. Used by g2sd/tests/test_mmdet.py.
+# images at 256 px; the teacher architecture of the distillation smoke test. Used by g2sd/tests/test_g2sd_mmdet.py.
 #
 #   Runner.from_cfg(Config.fromfile('g2sd/configs/mmdet/vitdet_mask-rcnn_vit-tiny_1xb2-smoke_coco-mini-256.py')).train()
 #

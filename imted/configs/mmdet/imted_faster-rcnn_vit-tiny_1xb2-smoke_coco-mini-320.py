@@ -1,5 +1,5 @@
 # Smoke configuration: a two-block ViT imTED Faster R-CNN (96-d encoder, one 64-d decoder block as the box
-# head, 64-channel pyramid) on the real coco_mini images at 320 px. Used by imted/tests/test_mmdet.py.
+# head, 64-channel pyramid) on the real coco_mini images at 320 px. Used by imted/tests/test_imted_mmdet.py.
 #
 #   python -m imted.train --config imted/configs/mmdet/imted_faster-rcnn_vit-tiny_1xb2-smoke_coco-mini-320.py
 #

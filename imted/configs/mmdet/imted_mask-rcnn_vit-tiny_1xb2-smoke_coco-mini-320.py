@@ -1,5 +1,5 @@
 # Smoke configuration: the tiny imTED of imted_faster-rcnn_vit-tiny_1xb2-smoke_coco-mini-320.py plus the FCN
-# mask head (64 channels) on coco_mini at 320 px. Used by imted/tests/test_mmdet.py.
+# mask head (64 channels) on coco_mini at 320 px. Used by imted/tests/test_imted_mmdet.py.
 #
 #   python -m imted.train --config imted/configs/mmdet/imted_mask-rcnn_vit-tiny_1xb2-smoke_coco-mini-320.py
 #

@@ -1,5 +1,5 @@
 # Smoke configuration: LDA Mask R-CNN (ResNet-18 FPN, 64-channel neck) on the real coco_mini images at 320 px,
-# with LVIS-style frequency-bucket AP. Used by lda/tests/test_mmdet.py (one training step + evaluation).
+# with LVIS-style frequency-bucket AP. Used by lda/tests/test_lda_mmdet.py (one training step + evaluation).
 #
 #   python -c "from mmengine.config import Config; from mmengine.runner import Runner; \
 #              Runner.from_cfg(Config.fromfile('lda/configs/mmdet/lda_mask-rcnn_r18_fpn_1xb2-smoke_coco-mini.py')).train()"

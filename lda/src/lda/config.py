@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+from vlcore.config import find_preset
+
 from lda.engine.losses import BaselineConfig, LDALossConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -82,8 +84,4 @@ class LDATrainConfig:
 
 def resolve_config_path(path: str) -> Path:
     """A preset name (`cifar10_lt_mini`), a path relative to the cwd, or one relative to lda/configs."""
-    p = Path(path)
-    for cand in (p, CONFIG_DIR / p, CONFIG_DIR / f"{path}.yaml"):
-        if cand.is_file():
-            return cand
-    return p
+    return find_preset(path, CONFIG_DIR)

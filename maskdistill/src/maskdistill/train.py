@@ -176,7 +176,7 @@ def build_task(cfg: Config, *, log: Callable[[str], None] = print) -> Task:
         tf = MIMTransform(input_size=d.input_size, second_input_size=teacher_size, patch_size=p,
                           crop_scale=d.crop_scale, color_jitter=d.color_jitter,
                           second_interpolation=d.second_interpolation, num_masking_patches=num_masked,
-                          min_mask_patches_per_block=m.min_mask_patches_per_block, seed=cfg.train.seed)
+                          min_mask_patches_per_block=m.min_mask_patches_per_block)
         base = _base_dataset(cfg, split="train", transform=None)
         holder: dict = {}
 

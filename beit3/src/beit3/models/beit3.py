@@ -383,6 +383,51 @@ class BEiT3ForCaptioning(nn.Module):
                 break
         return out
 
+    @torch.no_grad()
+    def generate_beam(self, image, *, num_beams: int = 3, length_penalty: float = 1.0, max_len: int = 16,
+                      bos_id: int = BOS_ID, eos_id: int = EOS_ID, mask_id: int = MASK_ID) -> torch.Tensor:
+        """Beam search with the same [MASK]-appending step as :meth:`generate`.
+
+        A hypothesis is ranked by its summed token log-probability divided by
+        (number of generated tokens) ** ``length_penalty``; a beam is finished when it emits
+        ``eos_id``. Each image keeps the ``num_beams`` best unfinished prefixes per step and
+        stops once ``num_beams`` hypotheses are finished (or after ``max_len`` tokens). Returns
+        (B, 1 + max generated length) ids, ``bos_id`` first, padded with ``eos_id``;
+        ``num_beams=1`` is greedy decoding."""
+        if num_beams < 1:
+            raise ValueError("num_beams must be >= 1")
+        results = []
+        for img in image:  # one image at a time, its beams batched
+            alive = [([bos_id], 0.0)]
+            finished: list[tuple[list[int], float]] = []
+            for step in range(max_len):
+                seqs = torch.tensor([s for s, _ in alive], dtype=torch.long, device=image.device)
+                inp = torch.cat((seqs, torch.full((len(alive), 1), mask_id, dtype=torch.long, device=image.device)), 1)
+                logp = self.logits(img[None].expand(len(alive), *img.shape), inp)[:, -1].float().log_softmax(-1)
+                total = logp + torch.tensor([sc for _, sc in alive], device=logp.device)[:, None]  # beams, V
+                top, idx = total.flatten().topk(min(2 * num_beams, total.numel()))
+                nxt = []
+                for sc, i in zip(top.tolist(), idx.tolist()):
+                    beam, tok = divmod(i, total.shape[1])
+                    seq = alive[beam][0] + [tok]
+                    if tok == eos_id:
+                        finished.append((seq, sc / (step + 1) ** length_penalty))
+                    else:
+                        nxt.append((seq, sc))
+                    if len(nxt) == num_beams:
+                        break
+                if len(finished) >= num_beams or not nxt:
+                    break
+                alive = nxt
+            else:
+                finished += [(s, sc / (len(s) - 1) ** length_penalty) for s, sc in alive]
+            results.append(max(finished, key=lambda t: t[1])[0])
+        width = max(len(s) for s in results)
+        out = torch.full((len(results), width), eos_id, dtype=torch.long, device=image.device)
+        for i, s in enumerate(results):
+            out[i, : len(s)] = torch.tensor(s, device=image.device)
+        return out
+
 
 class BEiT3ForImageClassification(nn.Module):
     """Vision branch only: mean of patch tokens -> LayerNorm -> Linear (x0.001 at init)."""
