@@ -119,6 +119,14 @@ def _refexp_mdetr(path: Path, data, image_root: Path) -> list[RefExample]:
     return out
 
 
+class _PlainDataUnpickler(pickle.Unpickler):
+    """The refer toolkit ships its annotations as pickles of lists, dicts, strings and numbers. Reading
+    them must not run code, so every class or function reference is refused: plain data only."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: only plain data (lists, dicts, str, numbers) is read")
+
+
 def _refexp_refer(folder: Path, image_root: Path, split_by: str | None, split: str | None) -> list[RefExample]:
     cands = sorted(folder.glob("refs(*).p"))
     if split_by:
@@ -129,7 +137,7 @@ def _refexp_refer(folder: Path, image_root: Path, split_by: str | None, split: s
     inst = _read_json(inst_path)
     try:
         with open(refs_path, "rb") as f:
-            refs = pickle.load(f)  # the refer toolkit's own format (trusted annotation file)
+            refs = _PlainDataUnpickler(f).load()
     except Exception as e:
         raise UserError(f"{refs_path}: cannot unpickle ({type(e).__name__}: {e})") from None
     anns = {a["id"]: a for a in inst.get("annotations", [])}

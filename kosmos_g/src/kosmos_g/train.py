@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from vlcore.checkpoint import load_training_state, save_training_state
 from vlcore.cli import run_cli
 from vlcore.config import load_config, save_config
 from vlcore.errors import UserError
@@ -41,7 +42,7 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (run the previous stage first)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_training_state(path)
 
 
 def build_from_checkpoint(ck: dict):
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RuntimeError("the frozen U-Net or text encoder changed during instruction tuning")
         state = {"stage": "instruct", "text": text.state_dict(), "unet": unet.state_dict(),
                  "mllm": enc.mllm.state_dict(), "aligner": enc.aligner.state_dict(), "unet_hash": h0}
-    torch.save(state, out / "checkpoint.pt")
+    save_training_state(state, out / "checkpoint.pt")
     metrics["wall_time_s"] = round(time.time() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log(f" {cfg.stage}: {metrics} -> {out}")
