@@ -11,9 +11,7 @@ OUT ?= results
 ARGS ?=
 # pytest selection, e.g. PYTEST_ARGS="-m 'unit and not slow'"
 PYTEST_ARGS ?=
-# g2sd's tests run last: after its in-process mini reproduction, mmengine's LoggerHook fails in the
-# mmdet plug-ins' evaluation ("'NoneType' object is not callable"); each passes in a fresh process.
-TEST_DIRS = common/tests tests $(wildcard $(addsuffix /tests,$(filter-out g2sd,$(PAPERS)) g2sd))
+TEST_DIRS = common/tests tests $(wildcard $(addsuffix /tests,$(PAPERS)))
 
 .PHONY: help setup doctor test repro bench clean-results $(PAPERS:%=%-setup) $(PAPERS:%=%-test) \
 	$(PAPERS:%=%-train) $(PAPERS:%=%-eval) $(PAPERS:%=%-repro) $(PAPERS:%=%-verify)
