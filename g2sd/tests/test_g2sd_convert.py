@@ -109,7 +109,11 @@ def test_mmengine_checkpoint_with_message_hub_is_readable(tmp_path):
     torch.save({"meta": {"message_hub": {"log_scalars": {"train/loss": hb}}, "cfg": ConfigDict(a=1),
                          "seed": np.int64(3)},
                 "state_dict": {"backbone.w": torch.zeros(2)}}, path)
+    methods = dict(HistoryBuffer._statistics_methods)
     assert list(read_any_state_dict(path)) == ["backbone.w"]
+    # Reading must leave mmengine's process-wide statistics table alone (later runs log through it).
+    assert HistoryBuffer._statistics_methods == methods
+    assert HistoryBuffer().statistics("mean") is not None
 
 
 @pytest.mark.convert

@@ -67,13 +67,23 @@ def _inert_getattr(obj, name):  # noqa: ARG001 - stands in for builtins.getattr 
     return None
 
 
+class _InertHistoryBuffer:
+    """Stands in for mmengine's HistoryBuffer while reading a checkpoint: it keeps the pickled state
+    as data. The real class's ``__setstate__`` writes the pickled statistics methods into a dict
+    shared by every HistoryBuffer of the process, so loading one through it would break logging
+    in any later mmengine run of the same process."""
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
 def _safe_classes() -> list:
-    classes: list = [argparse.Namespace, (_inert_getattr, "builtins.getattr")]
+    classes: list = [argparse.Namespace, (_inert_getattr, "builtins.getattr"),
+                     (_InertHistoryBuffer, "mmengine.logging.history_buffer.HistoryBuffer")]
     try:  # mmengine checkpoints keep a message hub (HistoryBuffer of numpy arrays) and configs in `meta`
         from mmengine.config import ConfigDict
-        from mmengine.logging import HistoryBuffer
 
-        classes += [HistoryBuffer, ConfigDict]
+        classes += [ConfigDict]
     except ImportError:  # pragma: no cover - mmengine is a dependency
         pass
     core = getattr(np, "_core", None) or np.core
