@@ -30,6 +30,7 @@ Layouts (see the README for the key examples):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import pickle
 import re
@@ -67,23 +68,32 @@ def _inert_getattr(obj, name):  # noqa: ARG001 - stands in for builtins.getattr 
     return None
 
 
-class _InertHistoryBuffer:
-    """Stands in for mmengine's HistoryBuffer while reading a checkpoint: it keeps the pickled state
-    as data. The real class's ``__setstate__`` writes the pickled statistics methods into a dict
-    shared by every HistoryBuffer of the process, so loading one through it would break logging
-    in any later mmengine run of the same process."""
-
-    def __setstate__(self, state) -> None:
-        self.state = state
+@contextlib.contextmanager
+def _history_buffer_table_kept():
+    """mmengine's ``HistoryBuffer.__setstate__`` writes the pickled statistics methods (None here, as
+    ``getattr`` is inert) into a dict that every HistoryBuffer of the process shares; left that way, any
+    later mmengine run in the process fails when it logs. Put the table back after reading."""
+    try:
+        from mmengine.logging import HistoryBuffer
+    except ImportError:  # pragma: no cover - mmengine is a dependency
+        yield
+        return
+    table = HistoryBuffer._statistics_methods
+    saved = dict(table)
+    try:
+        yield
+    finally:
+        table.clear()
+        table.update(saved)
 
 
 def _safe_classes() -> list:
-    classes: list = [argparse.Namespace, (_inert_getattr, "builtins.getattr"),
-                     (_InertHistoryBuffer, "mmengine.logging.history_buffer.HistoryBuffer")]
+    classes: list = [argparse.Namespace, (_inert_getattr, "builtins.getattr")]
     try:  # mmengine checkpoints keep a message hub (HistoryBuffer of numpy arrays) and configs in `meta`
         from mmengine.config import ConfigDict
+        from mmengine.logging import HistoryBuffer
 
-        classes += [ConfigDict]
+        classes += [HistoryBuffer, ConfigDict]
     except ImportError:  # pragma: no cover - mmengine is a dependency
         pass
     core = getattr(np, "_core", None) or np.core
@@ -146,7 +156,7 @@ def read_any_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".pkl":
         return read_detectron2_pickle(path)
     try:
-        with torch.serialization.safe_globals(_safe_classes()):
+        with torch.serialization.safe_globals(_safe_classes()), _history_buffer_table_kept():
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         msg = str(e).strip().splitlines()[0][:240]
