@@ -34,6 +34,7 @@ class Case:
     sets: tuple[str, ...] = ()
     prefix: str = "train."  # where out_dir / resume / device live in the paper's config
     interval: int = 2  # optimizer steps between checkpoints
+    device: bool = True  # whether the config has a device key
 
     @property
     def id(self) -> str:
@@ -57,6 +58,11 @@ CASES = [
     # the frozen teacher's targets and the blockwise masks must come out the same after a resume
     Case("maskdistill", "smoke_pretrain", 10, 2),
     # its own SGD loop with a checkpoint per epoch (9 steps of the smoke preset's batches)
+    # frozen vision tower, location tokens in the vocabulary, grounded captions drawn per step
+    Case("kosmos2", "smoke_pretrain", 10, 2),
+    # three loops in a row (decoder stand-in, MLLM, AlignerNet) under one step count
+    Case("kosmos_g", "smoke_align", 18, 4, ("s0_steps=6", "mllm_steps=6", "steps=6", "ckpt_interval=2"), prefix="",
+         device=False),
     Case("lda", "cifar10_lt_smoke", 54, 4, ("optim.epochs=6", "eval_every=2"), prefix="", interval=9),
 ]
 
@@ -67,7 +73,7 @@ def _run(case: Case, out: Path, fault: str | None) -> subprocess.CompletedProces
     if fault:
         env["VLCORE_FAULT"] = fault
     t = case.prefix
-    sets = [*case.sets, f"{t}out_dir={out}", f"{t}resume=auto", f"{t}device=cpu"]
+    sets = [*case.sets, f"{t}out_dir={out}", f"{t}resume=auto"] + ([f"{t}device=cpu"] if case.device else [])
     if t:  # vlcore Trainer runs: a step budget and a checkpoint every `interval` steps
         sets += [f"{t}total_steps={case.steps}", f"{t}ckpt_interval={case.interval}", f"{t}keep_last=2"]
     cmd = [sys.executable, "-m", f"{case.paper}.train", "--config", case.config]

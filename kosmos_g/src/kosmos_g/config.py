@@ -43,6 +43,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     out_dir: str = "runs/kosmos_g"
+    # out_dir/ckpt/step_N: every ckpt_interval steps of the stage (0: only where each of its loops ends)
+    ckpt_interval: int = 0
+    keep_last: int = 2
+    resume: Literal["auto", "never"] = "never"  # auto: continue from the newest checkpoint in out_dir/ckpt
 
 
 def resolve_config_path(path: str) -> Path:

@@ -33,6 +33,7 @@ from vlcore.layers.blocks import TransformerStack
 from kosmos_g.losses import diffusion_loss, freeze_, module_hash
 from kosmos_g.models.aligner import AlignerConfig, AlignerNet, aligner_losses
 from kosmos_g.models.kosmos_g import KosmosGEncoder
+from kosmos_g.resume import LoopCheckpoints
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "yellow": (1.0, 1.0, 0.0), "magenta": (1.0, 0.0, 1.0),
            "cyan": (0.0, 1.0, 1.0), "orange": (1.0, 0.5, 0.0), "black": (0.0, 0.0, 0.0)}
@@ -262,14 +263,15 @@ def _lr(opt, step, total, base, warm=50):
 
 # ------------------------------------------------------------------------------------ S0 + judge
 
-def train_s0(cfg: MiniConfig, log=print) -> dict:
+def train_s0(cfg: MiniConfig, log=print, ckpt: LoopCheckpoints | None = None) -> dict:
     torch.manual_seed(cfg.shared_seed)
     g = torch.Generator().manual_seed(cfg.shared_seed)
     text, unet, sched = TinyTextEncoder(), tiny_unet(), train_scheduler()
     params = list(text.parameters()) + list(unet.parameters())
     opt = _opt(params, cfg.s0_lr)
     curve, t0 = [], time.time()
-    for step in range(cfg.s0_steps):
+    start = ckpt.begin("s0", cfg.s0_steps, {"text": text, "unet": unet}, opt, g, curve) if ckpt else 0
+    for step in range(start, cfg.s0_steps):
         sc = sample_scenes(cfg.s0_batch, g)
         u = torch.rand(cfg.s0_batch, generator=g)
         words = []
@@ -287,6 +289,8 @@ def train_s0(cfg: MiniConfig, log=print) -> dict:
         if step % cfg.log_every == 0 or step == cfg.s0_steps - 1:
             curve.append([step, float(loss.detach())])
             log(f" S0 step {step} loss {float(loss.detach()):.4f} ({time.time() - t0:.0f}s)")
+        if ckpt:
+            ckpt.end_step(step)
     freeze_(text)
     freeze_(unet)
     return {"text": text, "unet": unet, "curve": curve, "time_s": time.time() - t0}
@@ -332,13 +336,14 @@ def _s1_batch(n: int, g: torch.Generator) -> dict:
     return interleave(segs)
 
 
-def train_s1(cfg: MiniConfig, seed: int, log=print) -> tuple[nn.Module, list]:
+def train_s1(cfg: MiniConfig, seed: int, log=print, ckpt: LoopCheckpoints | None = None) -> tuple[nn.Module, list]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     mllm = mini_mllm()
     opt = _opt(mllm.parameters(), cfg.s1_lr)
-    curve = []
-    for step in range(cfg.s1_steps):
+    curve: list = []
+    start = ckpt.begin("s1", cfg.s1_steps, {"mllm": mllm}, opt, g, curve) if ckpt else 0
+    for step in range(start, cfg.s1_steps):
         bt = _s1_batch(cfg.s1_batch, g)
         logits = mllm(bt["pixel_values"], bt["input_ids"], bt["image_embeds_position_mask"], bt["attention_mask"])
         tgt = bt["input_ids"][:, 1:].clone()
@@ -351,6 +356,8 @@ def train_s1(cfg: MiniConfig, seed: int, log=print) -> tuple[nn.Module, list]:
         if step % cfg.log_every == 0 or step == cfg.s1_steps - 1:
             curve.append([step, float(loss.detach())])
             log(f" S1 step {step} loss {float(loss.detach()):.4f}")
+        if ckpt:
+            ckpt.end_step(step)
     return mllm, curve
 
 
@@ -359,14 +366,16 @@ def tiny_aligner() -> AlignerNet:
                                     num_queries=8, max_positions=64, learned_positions=False))
 
 
-def train_s2(cfg: MiniConfig, seed: int, mllm: nn.Module, text: TinyTextEncoder, log=print) -> tuple[AlignerNet, list]:
+def train_s2(cfg: MiniConfig, seed: int, mllm: nn.Module, text: TinyTextEncoder, log=print,
+             ckpt: LoopCheckpoints | None = None) -> tuple[AlignerNet, list]:
     torch.manual_seed(seed + 10)
     g = torch.Generator().manual_seed(seed + 10)
     aligner = tiny_aligner()
     mllm.requires_grad_(False)
     opt = _opt(aligner.parameters(), cfg.s2_lr)
-    curve = []
-    for step in range(cfg.s2_steps):
+    curve: list = []
+    start = ckpt.begin("s2", cfg.s2_steps, {"aligner": aligner}, opt, g, curve) if ckpt else 0
+    for step in range(start, cfg.s2_steps):
         sc = sample_scenes(cfg.s2_batch, g)
         segs, canon = [], []
         for i in range(cfg.s2_batch):
@@ -385,6 +394,8 @@ def train_s2(cfg: MiniConfig, seed: int, mllm: nn.Module, text: TinyTextEncoder,
         if step % cfg.log_every == 0 or step == cfg.s2_steps - 1:
             curve.append([step, float(out["mse"].detach())])
             log(f" S2 step {step} mse {float(out['mse'].detach()):.4f} rec {float(out['rec'].detach()):.4f}")
+        if ckpt:
+            ckpt.end_step(step)
     mllm.requires_grad_(True)
     return aligner, curve
 
@@ -395,15 +406,17 @@ def s3_prompt(sc: Scenes, i: int, with_words: bool) -> list:
     return pre + [sc.crop[i], ["on", "a", BG_NAMES[b], "background"]]
 
 
-def train_s3(cfg: MiniConfig, seed: int, enc: KosmosGEncoder, unet, seen: list, log=print) -> list:
+def train_s3(cfg: MiniConfig, seed: int, enc: KosmosGEncoder, unet, seen: list, log=print,
+             ckpt: LoopCheckpoints | None = None) -> list:
     torch.manual_seed(seed + 20)
     g = torch.Generator().manual_seed(seed + 20)
     sched = train_scheduler()
     enc.aligner.drop_reconstruction_()
     params = [p for p in enc.parameters() if p.requires_grad]
     opt = _opt(params, cfg.s3_lr)
-    curve = []
-    for step in range(cfg.s3_steps):
+    curve: list = []
+    start = ckpt.begin("s3", cfg.s3_steps, {"encoder": enc}, opt, g, curve) if ckpt else 0
+    for step in range(start, cfg.s3_steps):
         sc = sample_scenes(cfg.s3_batch, g, seen)
         words = torch.rand(cfg.s3_batch, generator=g) < 0.5
         bt = interleave([s3_prompt(sc, i, bool(words[i])) for i in range(cfg.s3_batch)])
@@ -418,6 +431,8 @@ def train_s3(cfg: MiniConfig, seed: int, enc: KosmosGEncoder, unet, seen: list, 
         if step % cfg.log_every == 0 or step == cfg.s3_steps - 1:
             curve.append([step, float(loss.detach())])
             log(f" S3 step {step} loss {float(loss.detach()):.4f}")
+        if ckpt:
+            ckpt.end_step(step)
     return curve
 
 

@@ -6,7 +6,8 @@ diffusion loss through the frozen U-Net (10% null condition); the U-Net / text-e
 checked before and after. With ``data: mini`` everything runs on the generated world of the mini
 reproduction (a stage-2 run without ``init`` first trains the decoder stand-in and the MLLM);
 the paper presets need weights and corpora this repository does not ship and stop with a message.
-The run folder receives config.yaml, metrics.json and checkpoint.pt.
+The run folder receives config.yaml, metrics.json and checkpoint.pt, and ckpt/step_N every
+``ckpt_interval`` steps (and where each loop ends); ``resume=auto`` continues a killed run exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vlcore.config import load_config, save_config
 from vlcore.errors import UserError
 
 from kosmos_g.config import TrainConfig, resolve_config_path
+from kosmos_g.resume import LoopCheckpoints
 
 
 def _mini_cfg(cfg: TrainConfig):
@@ -83,18 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.time()
     log = lambda s: print(f"[kosmos_g.train]{s}", flush=True)  # noqa: E731
     metrics: dict = {"stage": cfg.stage}
+    ckpt = LoopCheckpoints(out / "ckpt", cfg.ckpt_interval, cfg.keep_last, resume=cfg.resume == "auto", log=log)
     if cfg.stage == "align":
         if cfg.init:
             text, unet, enc = build_from_checkpoint(load_checkpoint(cfg.init))
             mllm = enc.mllm
         else:
-            s0 = mini.train_s0(mc, log)
+            s0 = mini.train_s0(mc, log, ckpt)
             text, unet = s0["text"], s0["unet"]
-            mllm, c1 = mini.train_s1(mc, cfg.seed, log)
+            mllm, c1 = mini.train_s1(mc, cfg.seed, log, ckpt)
             metrics["s0_loss"] = s0["curve"][-1][1]
             metrics["mllm_loss"] = c1[-1][1]
         h = module_hash(unet)
-        aligner, c2 = mini.train_s2(mc, cfg.seed, mllm, text, log)
+        aligner, c2 = mini.train_s2(mc, cfg.seed, mllm, text, log, ckpt)
         metrics["align_mse"] = c2[-1][1]
         state = {"stage": "align", "text": text.state_dict(), "unet": unet.state_dict(), "mllm": mllm.state_dict(),
                  "aligner": aligner.state_dict(), "unet_hash": h}
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if h0 != ck["unet_hash"]:
             raise UserError("the U-Net in the checkpoint differs from the one stage 2 recorded")
         seen = mini.IDENTITIES  # the mini repro holds identities out; training here uses all of them
-        c3 = mini.train_s3(mc, cfg.seed, enc, unet, seen, log)
+        c3 = mini.train_s3(mc, cfg.seed, enc, unet, seen, log, ckpt)
         unchanged = module_hash(unet) == h0 and module_hash(text) == ht
         metrics.update(diffusion_loss=c3[-1][1], unet_unchanged=unchanged)
         if not unchanged:
