@@ -149,6 +149,7 @@ CONVERTER_ARGV_MORE = {
     "imted": lambda src, out: ["mae", src, out, "--config", IMTED_SMOKE],
     "conformer": lambda src, out: ["--src", src, "--dst", out],
     "beit3": lambda src, out: ["--src", src, "--out", out],
+    "kosmos2": lambda src, out: ["--official", src, "--out", out],
 }
 IMTED_SMOKE = "imted_faster-rcnn_vit-tiny_1xb2-smoke_coco-mini-320.py"
 
@@ -176,7 +177,8 @@ def test_convert_bad_checkpoint_more_papers(capsys, tmp_path, paper, kind):
 # --------------------------------------------------------------------------- config keys and types
 TRAIN_PRESETS = [("beit2", "smoke_finetune", "train.bogus"), ("g2sd", "smoke_sd_cifar10", "model.bogus"),
                  ("conformer", "smoke", "data.bogus"), ("beit3", "smoke_vqa", "train.bogus"),
-                 ("maskdistill", "smoke_pretrain", "train.bogus")]
+                 ("maskdistill", "smoke_pretrain", "train.bogus"), ("kosmos2", "smoke_pretrain", "train.bogus"),
+                 ("kosmos_g", "smoke_align", "bogus")]
 
 
 @pytest.mark.unit
@@ -184,6 +186,24 @@ TRAIN_PRESETS = [("beit2", "smoke_finetune", "train.bogus"), ("g2sd", "smoke_sd_
 def test_train_unknown_key_more_papers(capsys, paper, preset, key):
     main = __import__(f"{paper}.train", fromlist=["main"]).main
     _fails(capsys, main, ["--config", preset, "--set", f"{key}=1"], key)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kind", ["pickle", "truncated", "wrong_model"])
+def test_kosmos_g_init_checkpoint_refused_before_the_run_folder(capsys, tmp_path, kind):
+    from kosmos_g.train import main
+    marker = tmp_path / "PWNED"
+    if kind == "pickle":
+        src = _pickle_ckpt(tmp_path / "evil.pt", marker)
+    elif kind == "truncated":
+        src = _truncated(tmp_path / "cut.pt")
+    else:  # a training state of another model: plain data, but not a kosmos_g stage checkpoint
+        src = tmp_path / "other.pt"
+        torch.save({"step": 3, "optimizer": {}}, src)
+    run = tmp_path / "run"
+    _fails(capsys, main, ["--config", "smoke_instruct", "--set", f"init={src}", "--set", f"out_dir={run}"], src.name)
+    assert not marker.exists()
+    assert not run.exists()
 
 
 @pytest.mark.unit

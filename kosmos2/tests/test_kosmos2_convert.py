@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from vlcore.checkpoint import CheckpointError
+
 from kosmos2.convert import (
     OFFICIAL_IGNORED_KEYS,
     from_hf,
@@ -77,7 +79,7 @@ def test_wrong_checkpoints_fail_with_the_file_name(tmp_path, pair):
     _, ours = pair
     bad = tmp_path / "resnet50.pt"
     torch.save({"conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="resnet50.pt.*not a Kosmos-2"):
+    with pytest.raises(CheckpointError, match="resnet50.pt.*not a Kosmos-2"):
         load_official_checkpoint(bad, ours.cfg)
     partial = tmp_path / "partial.pt"
     hf = tiny_hf_model()
@@ -85,5 +87,5 @@ def test_wrong_checkpoints_fail_with_the_file_name(tmp_path, pair):
     sd.pop("img_connector.latent_query")
     sd["gpt_model.decoder.extra.weight"] = torch.zeros(2)
     torch.save({"model": sd}, partial)
-    with pytest.raises(ValueError, match="partial.pt"):
+    with pytest.raises(CheckpointError, match="partial.pt"):
         load_official_checkpoint(partial, ours.cfg)

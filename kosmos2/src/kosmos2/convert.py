@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from vlcore.checkpoint import CheckpointError, load_state_dict_strict, load_training_state, load_weights, save_weights
+from vlcore.cli import run_cli
 from vlcore.layers import convert_torchscale_state_dict
 
 from kosmos2.models.kosmos2 import Kosmos2Config, Kosmos2Model
@@ -327,17 +329,11 @@ def hf_to_official_keys(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        return load_weights(path)
+    obj = load_training_state(path)  # weights-only: a pickled object is refused, never run
+    if isinstance(obj.get("model"), Mapping):
         obj = obj["model"]  # fairseq checkpoint
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
     return dict(obj)
 
 
@@ -347,19 +343,19 @@ def load_official_checkpoint(path: str | Path, cfg: Kosmos2Config | None = None)
     sd = _read_state_dict(path)
     if not any(k.startswith(("gpt_model.decoder.", "img_model.visual.", "img_connector.")) for k in sd):
         sample = ", ".join(list(sd)[:3])
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: not a Kosmos-2 checkpoint in the official layout "
             f"(no gpt_model.decoder.* / img_model.visual.* / img_connector.* keys; found e.g. {sample})"
         )
     try:
         ours = hf_to_ours(official_to_hf_keys(sd))
     except KeyError as err:
-        raise ValueError(f"{path}: {err}") from err
+        raise CheckpointError(f"{path}: {err}") from err
     cfg = cfg or Kosmos2Config()
     model = Kosmos2Model(cfg)
     missing, unexpected = model.load_state_dict(ours, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: missing keys {missing[:8]}, unexpected keys {unexpected[:8]}")
+        raise CheckpointError(f"{path}: missing keys {missing[:8]}, unexpected keys {unexpected[:8]}")
     return model
 
 
@@ -372,8 +368,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="our safetensors file to write")
     ap.add_argument("--to-hf", help="write an HF model folder here (with --in)")
     args = ap.parse_args(argv)
-    from safetensors.torch import load_file, save_file
-
     if args.official or args.hf:
         if args.official:
             model = load_official_checkpoint(args.official)
@@ -383,18 +377,17 @@ def main(argv: list[str] | None = None) -> int:
             model = from_hf(Kosmos2ForConditionalGeneration.from_pretrained(args.hf))
         if not args.out:
             ap.error("--out is required")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
+        save_weights(model.state_dict(), args.out)
         print(f"wrote {args.out}")
         return 0
     if not args.to_hf:
         ap.error("--in needs --to-hf")
-    sd = load_file(args.inp)
     model = Kosmos2Model(replace(Kosmos2Config()))
-    model.load_state_dict(sd, strict=True)
+    load_state_dict_strict(model, load_weights(args.inp), source=args.inp)
     to_hf(model).save_pretrained(args.to_hf)
     print(f"wrote {args.to_hf}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_cli(main)

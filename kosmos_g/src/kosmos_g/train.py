@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from vlcore.checkpoint import load_training_state, save_training_state
+from vlcore.checkpoint import load_state_dict_strict, load_training_state, save_training_state
 from vlcore.cli import run_cli
 from vlcore.config import load_config, save_config
 from vlcore.errors import UserError
@@ -39,12 +39,20 @@ def _mini_cfg(cfg: TrainConfig):
                       cfg_drop=cfg.cfg_drop, shared_seed=cfg.seed + 1000, log_every=cfg.log_every)
 
 
+_CHECKPOINT_KEYS = ("stage", "text", "unet", "mllm", "aligner", "unet_hash")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A mini checkpoint: {'text', 'unet', 'mllm', 'aligner' state dicts, 'stage', 'unet_hash', ...}."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (run the previous stage first)")
-    return load_training_state(path)
+    ck = load_training_state(path)
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ck]
+    if missing or ck["stage"] not in ("align", "instruct"):
+        raise UserError(f"{path}: not a kosmos_g mini checkpoint (missing {', '.join(missing) or 'a valid stage'})")
+    ck["source"] = str(path)
+    return ck
 
 
 def build_from_checkpoint(ck: dict):
@@ -54,13 +62,12 @@ def build_from_checkpoint(ck: dict):
     from kosmos_g.models.kosmos_g import KosmosGEncoder
 
     text, unet = TinyTextEncoder(), tiny_unet()
-    text.load_state_dict(ck["text"])
-    unet.load_state_dict(ck["unet"])
     mllm, aligner = mini_mllm(), tiny_aligner()
-    mllm.load_state_dict(ck["mllm"])
     if ck["stage"] == "instruct":
         aligner.drop_reconstruction_()
-    aligner.load_state_dict(ck["aligner"])
+    src = ck.get("source", "checkpoint")
+    for name, module in (("text", text), ("unet", unet), ("mllm", mllm), ("aligner", aligner)):
+        load_state_dict_strict(module, ck[name], source=f"{src} ({name})")
     return freeze_(text), freeze_(unet), KosmosGEncoder(mllm, aligner, bos_id=BOS)
 
 
@@ -74,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(
             f"data '{cfg.data}' needs the paper's corpora and the SD v1.5 / stage-1 MLLM weights, which this "
             "repository does not ship; the code path of this stage runs on the generated world with --set data=mini")
+    if cfg.stage == "instruct" and not cfg.init:
+        raise UserError("stage 'instruct' needs init: the stage-2 checkpoint")
+    init = load_checkpoint(cfg.init) if cfg.init else None  # before the run folder: a bad file leaves nothing
     from kosmos_g import mini
     from kosmos_g.losses import module_hash
 
@@ -87,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics: dict = {"stage": cfg.stage}
     ckpt = LoopCheckpoints(out / "ckpt", cfg.ckpt_interval, cfg.keep_last, resume=cfg.resume == "auto", log=log)
     if cfg.stage == "align":
-        if cfg.init:
-            text, unet, enc = build_from_checkpoint(load_checkpoint(cfg.init))
+        if init is not None:
+            text, unet, enc = build_from_checkpoint(init)
             mllm = enc.mllm
         else:
             s0 = mini.train_s0(mc, log, ckpt)
@@ -102,12 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = {"stage": "align", "text": text.state_dict(), "unet": unet.state_dict(), "mllm": mllm.state_dict(),
                  "aligner": aligner.state_dict(), "unet_hash": h}
     else:
-        if not cfg.init:
-            raise UserError("stage 'instruct' needs init: the stage-2 checkpoint")
-        ck = load_checkpoint(cfg.init)
-        text, unet, enc = build_from_checkpoint(ck)
+        text, unet, enc = build_from_checkpoint(init)
         h0, ht = module_hash(unet), module_hash(text)
-        if h0 != ck["unet_hash"]:
+        if h0 != init["unet_hash"]:
             raise UserError("the U-Net in the checkpoint differs from the one stage 2 recorded")
         seen = mini.IDENTITIES  # the mini repro holds identities out; training here uses all of them
         c3 = mini.train_s3(mc, cfg.seed, enc, unet, seen, log, ckpt)
